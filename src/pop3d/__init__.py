@@ -1,0 +1,3 @@
+"""pop3d: a POP3 server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pop3d.protocol.dotstuff import LineEndNormalizer, MessageEncoder, unstuff, wire_size
+
+
+def encode(data: bytes, chunk: int, body_lines: int | None = None) -> bytes:
+    enc = MessageEncoder(body_lines)
+    out = [enc.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    return b"".join(out) + enc.finish()
+
+
+def normalize(data: bytes) -> bytes:
+    n = LineEndNormalizer()
+    return n.feed(data) + n.finish()
+
+
+# Messages made of the awkward parts: dots, CRs, LFs, CRLFs, ordinary text.
+messages = st.lists(
+    st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"text", b" ", b"\r\r\n", b"\xff"]),
+    max_size=60,
+).map(b"".join)
+
+
+@given(messages, st.integers(1, 17))
+def test_unstuffing_what_we_stuffed_gives_the_message_back(data: bytes, chunk: int) -> None:
+    body = encode(data, chunk)
+    expected = normalize(data)
+    if expected and not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert unstuff(body) == expected
+
+
+@given(messages, st.integers(1, 17))
+def test_output_does_not_depend_on_chunking(data: bytes, chunk: int) -> None:
+    assert encode(data, chunk) == encode(data, len(data) or 1)
+
+
+@given(messages, st.integers(1, 17))
+def test_wire_size_is_what_retr_sends_before_stuffing(data: bytes, chunk: int) -> None:
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    assert wire_size(pieces) == len(unstuff(encode(data, chunk)))
+
+
+@given(messages, st.integers(1, 17))
+def test_body_is_well_framed(data: bytes, chunk: int) -> None:
+    body = encode(data, chunk)
+    assert body.endswith(b".\r\n")
+    content = body[:-3]
+    assert content == b"" or content.endswith(b"\r\n")
+    lines = content.split(b"\r\n")[:-1]
+    # No line is a lone dot, and every line that starts with a dot was stuffed.
+    assert all(line != b"." for line in lines)
+    assert b"\n" not in content.replace(b"\r\n", b"")
+
+
+header_lines = st.lists(st.text("abcXY: ", min_size=1, max_size=10).map(str.encode), max_size=5)
+body_lines = st.lists(st.sampled_from([b"", b".", b"..x", b"body", b"\r"]), max_size=10)
+
+
+@given(header_lines, body_lines, st.integers(0, 12), st.integers(1, 9), st.booleans())
+def test_top_sends_exactly_n_body_lines(
+    header: list[bytes], body: list[bytes], n: int, chunk: int, crlf: bool
+) -> None:
+    eol = b"\r\n" if crlf else b"\n"
+    message = b"".join(h + eol for h in header) + eol + b"".join(b + eol for b in body)
+    out = unstuff(encode(message, chunk, n))
+    expected_body = b"".join(normalize(b + eol) for b in body[:n])
+    assert out == b"".join(h + b"\r\n" for h in header) + b"\r\n" + expected_body
+
+
+def test_crlf_files_are_not_doubled() -> None:
+    assert encode(b"a\r\nb\r\n", 1) == b"a\r\nb\r\n.\r\n"
+
+
+def test_dot_after_a_chunk_boundary_is_stuffed() -> None:
+    enc = MessageEncoder()
+    assert enc.feed(b"a\r") == b"a"
+    assert enc.feed(b"\n.b\n") == b"\r\n..b\r\n"
+    assert enc.finish() == b".\r\n"
+
+
+def test_dot_at_the_start_of_a_chunk_after_a_line_end_is_stuffed() -> None:
+    enc = MessageEncoder()
+    assert enc.feed(b"a\n") == b"a\r\n"
+    assert enc.feed(b".\n") == b"..\r\n"
+
+
+def test_top_stops_reading() -> None:
+    enc = MessageEncoder(1)
+    assert enc.feed(b"H: v\n\nl1\nl2\n") == b"H: v\r\n\r\nl1\r\n"
+    assert enc.done
+    assert enc.feed(b"more") == b""
+    assert enc.finish() == b".\r\n"
+
+
+def test_blank_line_found_across_chunks() -> None:
+    out = encode(b"H: v\r\n\r\nbody\r\nmore\r\n", 1, 1)
+    assert out == b"H: v\r\n\r\nbody\r\n.\r\n"
+
+
+def test_unstuff_refuses_an_unterminated_body() -> None:
+    with pytest.raises(ValueError):
+        unstuff(b"abc\r\n")
