@@ -1,0 +1,1 @@
+"""Authentication: the user database interface, the passwd-file, password schemes."""

@@ -1,0 +1,51 @@
+"""Checking credentials against a user database, off the event loop.
+
+All verification runs in one bounded thread pool of its own, so a storm of logins (each hash
+costs milliseconds of CPU) queues there and cannot starve the sessions already logged in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from concurrent.futures import Executor
+
+from ..principal import Principal, is_safe_user_name
+from ..protocol.events import ApopCredentials, Credentials, PasswordCredentials
+from .base import UserDatabase, UserEntry
+
+
+class Authenticator:
+    def __init__(self, users: UserDatabase, executor: Executor | None = None) -> None:
+        self.users = users
+        self._executor = executor
+
+    async def login(self, credentials: Credentials) -> Principal | None:
+        """The principal, or None for wrong credentials; raises AuthUnavailable."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.login_blocking, credentials)
+
+    def login_blocking(self, credentials: Credentials) -> Principal | None:
+        entry = self._find(credentials.user)
+        match credentials:
+            case PasswordCredentials(_, password):
+                return self.verify_password(entry, password)
+            case ApopCredentials(_, challenge, digest):
+                secret = entry.password.plaintext() if entry and entry.password else None
+                if entry is None or secret is None:
+                    return None
+                expected = hashlib.md5(challenge.encode() + secret, usedforsecurity=False)
+                return (
+                    entry.principal() if hmac.compare_digest(expected.hexdigest(), digest) else None
+                )
+
+    def verify_password(self, entry: UserEntry | None, password: bytes) -> Principal | None:
+        """Costs the same for an unknown user as for a wrong password."""
+        if entry is None or entry.password is None:
+            self.users.timing_dummy().verify(password)
+            return None
+        return entry.principal() if entry.password.verify(password) else None
+
+    def _find(self, name: str) -> UserEntry | None:
+        return self.users.lookup(name) if is_safe_user_name(name) else None

@@ -1,0 +1,36 @@
+"""The user database interface and what it hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..principal import Principal
+from .schemes import StoredPassword
+
+
+class AuthUnavailable(Exception):
+    """The user database cannot be consulted now (-ERR [SYS/TEMP]); the text is for the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    name: str
+    password: StoredPassword | None  # None: this user cannot log in with a password
+    home: str | None = None
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.home)
+
+
+class UserDatabase(Protocol):
+    """Blocking lookups: called from the authentication thread pool, never on the event loop."""
+
+    def lookup(self, name: str) -> UserEntry | None:
+        """The user, None if unknown; raises AuthUnavailable if the database is unreadable."""
+        ...
+
+    def timing_dummy(self) -> StoredPassword:
+        """A password of the kind most users have, verified for unknown users so that they
+        cost the same time as known ones."""
+        ...

@@ -1,0 +1,1 @@
+"""Mail stores: the interface (`base`) and its backends."""

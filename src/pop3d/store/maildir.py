@@ -1,0 +1,373 @@
+"""Maildir backend: the layout Postfix, Exim, Courier and Dovecot write (cr.yp.to/proto/maildir).
+
+A message file is `new/<unique>` or `cur/<unique>:2,<flags>`; other programs may move it from
+new/ to cur/ or change its flags at any time, so a message is known by its unique part (`base`)
+and found again by it when its file name has changed. Nothing here ever writes a message file:
+the only change to mail is the unlink at UPDATE.
+
+Files of our own in the Maildir root: `pop3d-lock` (flock'ed by the session holding the
+maildrop, released by the kernel if the process dies) and `pop3d-sizes` (wire sizes computed for
+messages whose names carry no `,W=`, so they are read once, not at every login).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import itertools
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from ..principal import Principal, is_safe_user_name
+from ..protocol.dotstuff import WireSizeCounter, wire_size
+from ..protocol.maildrop import MessageInfo
+from .base import (
+    ExpungeResult,
+    MaildropLocked,
+    MessageGone,
+    StorePermanentError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("pop3d.store")
+
+LOCK_FILE = "pop3d-lock"
+SIZES_FILE = "pop3d-sizes"
+CHUNK_SIZE = 256 * 1024
+_SUBDIRS = ("new", "cur")
+_SIZE_FIELD = re.compile(r",([SW])=(\d+)")
+_ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
+_UIDL_CHARS = re.compile(r"[\x21-\x7e]{1,70}")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirRef:
+    subdir: str  # "new" or "cur", as seen at the snapshot
+    name: str  # the file name then
+    base: str  # the unique part: the name without ":2,flags"
+
+
+def split_name(name: str) -> str:
+    """The unique part of a Maildir file name: everything before the info separator."""
+    return name.partition(":")[0]
+
+
+def uidl_for(base: str) -> str:
+    """Our UIDL: the unique name without its size fields, so it never changes for a message.
+
+    A unique name that is not 1..70 printable ASCII octets (RFC 1939 section 7) is hashed.
+    """
+    uid = _SIZE_FIELD.sub("", base)
+    if _UIDL_CHARS.fullmatch(uid):
+        return uid
+    return hashlib.sha256(base.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def _order_key(base: str) -> tuple[int, int, str]:
+    match = _ORDER.match(base)
+    if match is None:
+        return (0, 0, base)
+    return (int(match.group(1)), int(match.group(2) or 0), base)
+
+
+def _known_wire_size(base: str) -> int | None:
+    for field, value in _SIZE_FIELD.findall(base):
+        if field == "W":
+            return int(value)
+    return None
+
+
+def ensure_maildir(path: Path) -> None:
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+_deliveries = itertools.count()
+
+
+def unique_name() -> str:
+    """A new Maildir unique name: time, microseconds, pid, a counter and randomness, host."""
+    now = time.time_ns()
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
+    return (
+        f"{now // 1_000_000_000}.M{now // 1000 % 1_000_000}P{os.getpid()}"
+        f"Q{next(_deliveries)}R{secrets.token_hex(4)}.{host}"
+    )
+
+
+def deliver(path: Path, chunks: Iterable[bytes]) -> str:
+    """Store one message durably: write to tmp/, fsync, rename into new/ (the name carries
+    ,S= and ,W= sizes so no reader ever has to measure it). Returns the file name.
+
+    Nothing is visible in new/ until the message is complete and on disk; on any failure the
+    temporary file is removed and the error raised.
+    """
+    ensure_maildir(path)
+    name = unique_name()
+    tmp = path / "tmp" / name
+    wire = WireSizeCounter()
+    size = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+                wire.feed(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        final = f"{name},S={size},W={wire.finish()}"
+        os.rename(tmp, path / "new" / final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path / "new")
+    return final
+
+
+class MaildirStore:
+    """Maildirs found through a path template with {user}, {local}, {domain} and {home}."""
+
+    def __init__(self, template: str, executor: Executor | None = None) -> None:
+        self.template = template
+        self._executor = executor
+
+    def path_for(self, principal: Principal) -> Path:
+        if not is_safe_user_name(principal.name):
+            raise StorePermanentError(f"user name {principal.name!r} is not safe in a path")
+        local, domain = principal.local_part, principal.domain
+        if domain and not is_safe_user_name(domain):
+            raise StorePermanentError(f"domain of {principal.name!r} is not safe in a path")
+        if "{home}" in self.template and not principal.home:
+            raise StorePermanentError(f"user {principal.name!r} has no home directory")
+        return Path(
+            self.template.format(
+                user=principal.name, local=local, domain=domain, home=principal.home or ""
+            )
+        )
+
+    async def open(self, principal: Principal) -> MaildirMaildrop:
+        path = self.path_for(principal)
+        return await _run(self._executor, self._open, path)
+
+    def _open(self, path: Path) -> MaildirMaildrop:
+        try:
+            ensure_maildir(path)
+            lock = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except PermissionError as exc:
+            raise StorePermanentError(f"cannot open maildir {path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open maildir {path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MaildropLocked(f"maildir {path} is locked") from None
+            messages = _snapshot(path)
+        except BaseException:
+            os.close(lock)
+            raise
+        return MaildirMaildrop(path, lock, messages, self._executor)
+
+
+def _scan(path: Path) -> dict[str, MaildirRef]:
+    """Every message file in new/ and cur/, by unique part."""
+    found: dict[str, MaildirRef] = {}
+    for sub in _SUBDIRS:
+        try:
+            with os.scandir(path / sub) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    base = split_name(name)
+                    found.setdefault(base, MaildirRef(sub, name, base))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot list {path / sub}: {exc}") from exc
+    return found
+
+
+def _snapshot(path: Path) -> list[MessageInfo]:
+    refs = sorted(_scan(path).values(), key=lambda r: _order_key(r.base))
+    cached = _read_sizes(path)
+    computed: dict[str, int] = {}
+    messages: list[MessageInfo] = []
+    for ref in refs:
+        size = _known_wire_size(ref.base)
+        if size is None:
+            size = cached.get(ref.base)
+        if size is None:
+            try:
+                size = _measure(path / ref.subdir / ref.name)
+            except FileNotFoundError:
+                continue  # moved or removed while we looked: it shows up next time
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot read {path / ref.subdir / ref.name}: {exc}"
+                ) from exc
+            computed[ref.base] = size
+        elif ref.base in cached:
+            computed[ref.base] = size
+        messages.append(MessageInfo(uidl_for(ref.base), size, ref))
+    if computed.keys() != cached.keys():
+        _write_sizes(path, computed)
+    return messages
+
+
+def _measure(file: Path) -> int:
+    with open(file, "rb") as f:
+        return wire_size(iter(lambda: f.read(CHUNK_SIZE), b""))
+
+
+def _read_sizes(path: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    try:
+        with open(path / SIZES_FILE, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                base, _, size = line.rstrip("\n").rpartition("\t")
+                if base and size.isdigit():
+                    sizes[base] = int(size)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("ignoring unreadable size cache %s: %s", path / SIZES_FILE, exc)
+    return sizes
+
+
+def _write_sizes(path: Path, sizes: dict[str, int]) -> None:
+    tmp = path / f"{SIZES_FILE}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.writelines(f"{base}\t{size}\n" for base, size in sizes.items())
+        os.replace(tmp, path / SIZES_FILE)
+    except OSError as exc:
+        log.warning("cannot write size cache %s: %s", path / SIZES_FILE, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+class MaildirMessageReader:
+    __slots__ = ("_executor", "_file", "_first")
+
+    def __init__(self, file: BinaryIO, first: bytes, executor: Executor | None) -> None:
+        self._file = file
+        self._first: bytes | None = first
+        self._executor = executor
+
+    async def read(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        return await _run(self._executor, self._file.read, CHUNK_SIZE)
+
+    async def close(self) -> None:
+        self._file.close()
+
+
+class MaildirMaildrop:
+    def __init__(
+        self, path: Path, lock: int, messages: list[MessageInfo], executor: Executor | None
+    ) -> None:
+        self.path = path
+        self._lock: int | None = lock
+        self._messages = messages
+        self._executor = executor
+
+    @property
+    def messages(self) -> Sequence[MessageInfo]:
+        return self._messages
+
+    async def open_message(self, message: MessageInfo) -> MaildirMessageReader:
+        return await _run(self._executor, self._open_message, message)
+
+    def _open_message(self, message: MessageInfo) -> MaildirMessageReader:
+        ref = message.ref
+        assert isinstance(ref, MaildirRef)
+        try:
+            file = self._open_ref(ref)
+            first = file.read(CHUNK_SIZE)
+        except FileNotFoundError:
+            raise MessageGone(f"{ref.base} is no longer in {self.path}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {ref.base} in {self.path}: {exc}") from exc
+        return MaildirMessageReader(file, first, self._executor)
+
+    def _open_ref(self, ref: MaildirRef) -> BinaryIO:
+        try:
+            return open(self.path / ref.subdir / ref.name, "rb")
+        except FileNotFoundError:
+            # Another client may have moved it to cur/ or changed its flags: find it by base.
+            current = _scan(self.path).get(ref.base)
+            if current is None:
+                raise
+            return open(self.path / current.subdir / current.name, "rb")
+
+    async def expunge(self, messages: Sequence[MessageInfo]) -> ExpungeResult:
+        return await _run(self._executor, self._expunge, messages)
+
+    def _expunge(self, messages: Iterable[MessageInfo]) -> ExpungeResult:
+        removed = vanished = failed = 0
+        rescan: dict[str, MaildirRef] | None = None
+        for message in messages:
+            ref = message.ref
+            assert isinstance(ref, MaildirRef)
+            try:
+                try:
+                    os.unlink(self.path / ref.subdir / ref.name)
+                except FileNotFoundError:
+                    if rescan is None:
+                        rescan = _scan(self.path)
+                    current = rescan.get(ref.base)
+                    if current is None:
+                        vanished += 1
+                        continue
+                    os.unlink(self.path / current.subdir / current.name)
+                removed += 1
+            except FileNotFoundError:
+                vanished += 1
+            except OSError as exc:
+                failed += 1
+                log.error("cannot delete %s from %s: %s", ref.base, self.path, exc)
+        for sub in _SUBDIRS:
+            _fsync_dir(self.path / sub)
+        return ExpungeResult(removed, vanished, failed)
+
+    async def close(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # releases the flock; cheap enough to do on the loop
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            log.warning("cannot fsync %s: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+async def _run(executor: Executor | None, func: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(executor, func, *args)

@@ -1,0 +1,197 @@
+"""The Maildir backend: the store contract, and what sharing a Maildir with others needs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pop3d.principal import Principal
+from pop3d.protocol.maildrop import MessageInfo
+from pop3d.store.base import MaildropLocked, StorePermanentError
+from pop3d.store.maildir import SIZES_FILE, MaildirRef, MaildirStore, deliver, uidl_for
+from tests.store.contract import ALICE, Backend, StoreContract, arun, read_all
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MaildirStore:
+    return MaildirStore(str(tmp_path / "mail/{domain}/{local}/Maildir"))
+
+
+@pytest.fixture
+def backend(store: MaildirStore) -> Backend:
+    def remove(principal: Principal, message: MessageInfo) -> None:
+        ref = message.ref
+        assert isinstance(ref, MaildirRef)
+        os.unlink(store.path_for(principal) / ref.subdir / ref.name)
+
+    return Backend(store, lambda p, data: _deliver(store, p, data), remove)
+
+
+def _deliver(store: MaildirStore, principal: Principal, data: bytes) -> str:
+    name = deliver(store.path_for(principal), [data])
+    time.sleep(0.000002)  # distinct microseconds keep the order test meaningful
+    return name
+
+
+class TestMaildirContract(StoreContract):
+    pass
+
+
+def put(maildir: Path, sub: str, name: str, data: bytes) -> Path:
+    for d in ("tmp", "new", "cur"):
+        (maildir / d).mkdir(parents=True, exist_ok=True)
+    path = maildir / sub / name
+    path.write_bytes(data)
+    return path
+
+
+def listing(store: MaildirStore, principal: Principal = ALICE) -> list[MessageInfo]:
+    async def go() -> list[MessageInfo]:
+        drop = await store.open(principal)
+        messages = list(drop.messages)
+        await drop.close()
+        return messages
+
+    return arun(go())
+
+
+def test_uidl_survives_a_move_to_cur_and_flag_changes(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000000.M1P1.host,S=5", b"hi\nx\n")
+    before = listing(store)
+    assert before[0].uidl == "1700000000.M1P1.host"
+    os.rename(md / "new/1700000000.M1P1.host,S=5", md / "cur/1700000000.M1P1.host,S=5:2,S")
+    assert [m.uidl for m in listing(store)] == [before[0].uidl]
+    os.rename(md / "cur/1700000000.M1P1.host,S=5:2,S", md / "cur/1700000000.M1P1.host,S=5:2,RS")
+    assert [m.uidl for m in listing(store)] == [before[0].uidl]
+
+
+def test_a_message_renamed_during_the_session_is_still_read_and_deleted(
+    store: MaildirStore,
+) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000000.M1P1.host", b"body\n")
+
+    async def go() -> None:
+        drop = await store.open(ALICE)
+        os.rename(md / "new/1700000000.M1P1.host", md / "cur/1700000000.M1P1.host:2,S")
+        assert await read_all(drop, drop.messages[0]) == b"body\n"
+        os.rename(md / "cur/1700000000.M1P1.host:2,S", md / "cur/1700000000.M1P1.host:2,FS")
+        result = await drop.expunge(drop.messages)
+        assert (result.removed, result.vanished) == (1, 0)
+        await drop.close()
+
+    arun(go())
+    assert os.listdir(md / "cur") == os.listdir(md / "new") == []
+
+
+def test_sizes_come_from_w_in_the_name_without_reading(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    # The content disagrees with W= on purpose: the size must come from the name.
+    put(md, "cur", "1700000000.M1P1.host,S=3,W=999:2,S", b"abc")
+    assert listing(store)[0].size == 999
+    assert not (md / SIZES_FILE).exists()
+
+
+def test_computed_sizes_are_cached(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    path = put(md, "new", "1700000000.M1P1.host", b"a\nb\n")
+    assert listing(store)[0].size == 6
+    assert (md / SIZES_FILE).read_text() == "1700000000.M1P1.host\t6\n"
+    path.write_bytes(b"changed behind our back, to prove the cache is used\n")
+    assert listing(store)[0].size == 6
+    path.unlink()
+    assert listing(store) == []
+    assert (md / SIZES_FILE).read_text() == ""  # pruned
+
+
+def test_order_is_by_delivery_time_then_name(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    put(md, "cur", "1700000002.M5P1.h:2,S", b"c\n")
+    put(md, "new", "1700000001.M40P1.h", b"b\n")
+    put(md, "new", "1700000001.M5P1.h", b"a\n")
+    put(md, "new", "junk-name", b"z\n")
+    assert [m.uidl for m in listing(store)] == [
+        "junk-name",
+        "1700000001.M5P1.h",
+        "1700000001.M40P1.h",
+        "1700000002.M5P1.h",
+    ]
+
+
+def test_dot_files_and_tmp_are_not_messages(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", ".hidden", b"x\n")
+    put(md, "tmp", "1700000000.M1P1.h", b"being written\n")
+    assert listing(store) == []
+
+
+def test_unsuitable_unique_names_get_a_hashed_uidl() -> None:
+    long = "x" * 80
+    assert len(uidl_for(long)) == 40
+    assert uidl_for("with space") != "with space"
+    assert uidl_for("with space") == uidl_for("with space")
+    assert uidl_for("1.M1P1.h,S=10,W=12") == "1.M1P1.h"
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "a/b", "/etc", "a\0b", ".hidden", "..", "a b", "", "x@../y"]
+)
+def test_names_that_could_escape_the_mail_root_are_refused(tmp_path: Path, name: str) -> None:
+    store = MaildirStore(str(tmp_path / "root/{user}/Maildir"))
+    with pytest.raises(StorePermanentError):
+        arun(store.open(Principal(name)))
+    assert not (tmp_path / "root").exists()
+
+
+def test_deliver_is_complete_before_it_is_visible(tmp_path: Path) -> None:
+    md = tmp_path / "Maildir"
+    name = deliver(md, [b"a\n", b"b\r\n"])
+    assert name.endswith(",S=5,W=6")
+    assert os.listdir(md / "new") == [name]
+    assert os.listdir(md / "tmp") == []
+
+
+def test_deliver_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
+    md = tmp_path / "Maildir"
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield b"partial\n"
+        raise OSError("disk on fire")
+
+    with pytest.raises(OSError):
+        deliver(md, broken())
+    assert os.listdir(md / "new") == os.listdir(md / "tmp") == []
+
+
+HOLDER = """
+import asyncio, sys
+from pop3d.principal import Principal
+from pop3d.store.maildir import MaildirStore
+async def main():
+    drop = await MaildirStore(sys.argv[1]).open(Principal("alice"))
+    print("locked", flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_the_lock_holds_across_processes_and_dies_with_its_holder(store: MaildirStore) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, store.template], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MaildropLocked):
+            listing(store)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert listing(store) == []  # no stale lock after kill -9
