@@ -1,0 +1,251 @@
+"""The TOML configuration, as frozen dataclasses.
+
+Every section is a dataclass below and every key one of its fields, with its default and its
+documentation. Loading refuses an unknown section or key and a value of the wrong type or out of
+range, naming it, before anything listens. Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{text!r} is not host:port")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            ipaddress.IPv6Address(host)
+        elif ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [::1]:110")
+        if not host:
+            raise ValueError(f"{text!r} has no host")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": text, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[Address, ...] = field(
+        default=(Address("127.0.0.1", 1110),),
+        metadata=_doc("Plain POP3 listeners, host:port (IPv6 as [::1]:110)."),
+    )
+    greeting: str = field(default="POP3 server ready.", metadata=_doc("Text after +OK on connect."))
+    implementation: str | None = field(
+        default=None, metadata=_doc("Sent as CAPA IMPLEMENTATION when set (off by default).")
+    )
+    shutdown_timeout: float = field(
+        default=30.0,
+        metadata=_doc("Seconds sessions get to finish after SIGTERM.", minimum=0),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_doc(
+            "debug, info, warning or error.", choices=("debug", "info", "warning", "error")
+        ),
+    )
+    io_threads: int = field(
+        default=16, metadata=_doc("Threads for Maildir scans and reads.", minimum=1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    passwd_file: Path | None = field(
+        default=None, metadata=_doc("Dovecot-style passwd-file with the users.", required=True)
+    )
+    apop: bool = field(
+        default=False,
+        metadata=_doc("Offer APOP (needs {PLAIN} passwords in the passwd-file)."),
+    )
+    hash_threads: int = field(
+        default=os.cpu_count() or 2,
+        metadata=_doc("Threads verifying passwords (default: one per core).", minimum=1),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirConfig:
+    path: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Maildir of each user; {user} is the login, {local} and {domain} its parts, "
+            "{home} the passwd-file's home field.",
+            required=True,
+            template=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_line_length: int = field(
+        default=2048,
+        metadata=_doc(
+            "Longest command line, octets (RFC 2449 asks for 255 at least).", minimum=255
+        ),
+    )
+    max_bad_commands_authorization: int = field(
+        default=3,
+        metadata=_doc("Bad commands in a row before login that close the session.", minimum=1),
+    )
+    max_bad_commands_transaction: int = field(
+        default=20,
+        metadata=_doc("Bad commands in a row after login that close the session.", minimum=1),
+    )
+    idle_timeout_authorization: float = field(
+        default=60.0, metadata=_doc("Seconds of silence allowed before login.", minimum=1)
+    )
+    idle_timeout_transaction: float = field(
+        default=600.0,
+        metadata=_doc(
+            "Seconds of silence allowed after login (RFC 1939: 600 at least).", minimum=600
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    maildir: MaildirConfig = field(default_factory=MaildirConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def passwd_file(self) -> Path:
+        assert self.auth.passwd_file is not None, "checked at load"
+        return self.auth.passwd_file
+
+    @property
+    def maildir_template(self) -> str:
+        assert self.maildir.path is not None, "checked at load"
+        return self.maildir.path
+
+
+TEMPLATE_FIELDS = frozenset({"user", "local", "domain", "home"})
+
+
+def load_config(path: Path) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return build_config(data, path.resolve().parent)
+
+
+def build_config(data: dict[str, Any], base: Path) -> Config:
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    for name, value in data.items():
+        if name not in hints:
+            raise ConfigError(f"unknown section [{name}]")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = _build_section(name, hints[name], value, base)
+    for name, kind in hints.items():
+        sections.setdefault(name, kind())
+        _check_required(name, sections[name])
+    config = Config(**sections)
+    _check_template(config.maildir_template)
+    return config
+
+
+def _build_section(section: str, kind: type, values: dict[str, Any], base: Path) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    hints = typing.get_type_hints(kind)
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {key!r} in [{section}]")
+        try:
+            parsed[key] = _convert(hints[key], raw, base, fields[key].metadata)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[{section}] {key}: {exc}") from None
+    return kind(**parsed)
+
+
+def _check_required(section: str, value: Any) -> None:
+    for f in dataclasses.fields(value):
+        if f.metadata.get("required") and getattr(value, f.name) is None:
+            raise ConfigError(f"[{section}] {f.name} is required")
+
+
+def _convert(hint: Any, raw: Any, base: Path, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is types.UnionType:  # X | None
+        (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
+        return _convert(inner, raw, base, meta)
+    if origin is tuple:
+        if not isinstance(raw, list):
+            raise TypeError("expected a list")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_convert(item, r, base, meta) for r in raw)
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise TypeError("expected true or false")
+        return raw
+    if hint in (int, float):
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, int | float)
+            or (hint is int and not isinstance(raw, int))
+        ):
+            raise TypeError(f"expected a{'n integer' if hint is int else ' number'}")
+        minimum = meta.get("minimum")
+        if minimum is not None and raw < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return hint(raw)
+    if not isinstance(raw, str):
+        raise TypeError("expected a string")
+    if hint is Path:
+        return base / raw
+    if hint is Address:
+        return Address.parse(raw)
+    choices = meta.get("choices")
+    if choices and raw not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}")
+    if meta.get("template"):
+        return raw if os.path.isabs(raw) or raw.startswith("{home}") else str(base / raw)
+    return raw
+
+
+def _check_template(template: str) -> None:
+    try:
+        names = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(f"[maildir] path: {exc}") from None
+    unknown = names - TEMPLATE_FIELDS
+    if unknown:
+        raise ConfigError(
+            f"[maildir] path: unknown placeholder {{{sorted(unknown)[0]}}}; "
+            f"use {', '.join('{' + n + '}' for n in sorted(TEMPLATE_FIELDS))}"
+        )

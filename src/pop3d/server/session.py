@@ -1,0 +1,403 @@
+"""One POP3 connection: an asyncio.Protocol that pumps bytes through the sans-IO core.
+
+Commands that need no I/O are answered synchronously inside `data_received`; a session only
+owns a task while it performs an event (a login, a maildrop scan, a message stream, an
+expunge, a TLS handshake), so an idle session costs a few objects and no coroutine.
+
+Flow control: while the transport's write buffer is above its high-water mark no further
+command is taken (and message streaming waits for drain); while a command is pending or output
+is backed up and the client keeps pipelining, reading stops once the queued input passes
+`MAX_QUEUED_INPUT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..auth.base import AuthUnavailable
+from ..principal import Principal
+from ..protocol.connection import Connection, State
+from ..protocol.events import (
+    AuthFailure,
+    Close,
+    Credentials,
+    Event,
+    Expunge,
+    Login,
+    MessageFailure,
+    OpenMaildrop,
+    SaslResponse,
+    SaslStart,
+    SendMessage,
+    StartTls,
+    StoreFailure,
+)
+from ..protocol.maildrop import MessageInfo
+from ..store.base import (
+    Maildrop,
+    MaildropLocked,
+    MessageGone,
+    StoreError,
+    StorePermanentError,
+)
+
+if TYPE_CHECKING:
+    from .server import Pop3Server
+
+log = logging.getLogger("pop3d.session")
+
+MAX_QUEUED_INPUT = 64 * 1024
+_ids = itertools.count(1)
+
+
+class Pop3Session(asyncio.Protocol):
+    def __init__(self, server: Pop3Server, *, implicit_tls: bool) -> None:
+        self.server = server
+        self.implicit_tls = implicit_tls
+        self.id = next(_ids)
+        self.peer = "?"
+        self.peer_ip = ""
+        self.principal: Principal | None = None
+        self.bytes_out = 0
+        self.close_reason = "connection lost"
+        self._loop = server.loop
+        self._transport: asyncio.Transport | None = None
+        self._core: Connection | None = None
+        self._maildrop: Maildrop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._closed = False
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_event: Event | None = None
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer_ip = str(peer[0])
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
+        refusal = self.server.admit(self)
+        if refusal is not None:
+            self._closed = True
+            log.info("session=%d peer=%s refused: %s", self.id, self.peer, refusal.reason)
+            transport.write(refusal.reply)
+            transport.close()
+            return
+        self._core = Connection(self.server.policy_for(self))
+        log.info(
+            "session=%d peer=%s connect%s", self.id, self.peer, " tls" if self.implicit_tls else ""
+        )
+        self._last_activity = self._loop.time()
+        self._arm_timer()
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        if self._core is None or self._closed:
+            return
+        self._last_activity = self._loop.time()
+        self._core.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        if self._core is not None and not self._closed:
+            self._core.receive_eof()
+            self._pump()
+        return True  # keep the transport: replies to what came before EOF still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed, self._closed = self._closed, True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if self._task is not None and not isinstance(self._waiting_event, Expunge):
+            self._task.cancel()  # an expunge in flight finishes: it was QUIT-committed
+        self._release_maildrop()
+        if self._core is not None:
+            core = self._core
+            log.info(
+                "session=%d peer=%s logout user=%s reason=%s commands=%d retrieved=%d "
+                "deleted=%d bytes_out=%d",
+                self.id,
+                self.peer,
+                self.principal.name if self.principal else "-",
+                self.close_reason
+                if was_closed
+                else (f"connection lost: {exc}" if exc else "connection lost"),
+                core.stats.commands,
+                core.stats.retrieved,
+                core.stats.deleted,
+                self.bytes_out,
+            )
+            self.server.release(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last_activity = self._loop.time()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if self._task is None:
+            self._pump()
+
+    # ---- pumping events -----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        core = self._core
+        assert core is not None
+        while self._task is None and not self._closed and not self._write_paused:
+            event = core.next_event()
+            if event is None:
+                break
+            self._flush()
+            if isinstance(event, Close):
+                self._close(event.reason)
+                return
+            self._waiting_event = event
+            self._task = self._loop.create_task(self._perform(event))
+        self._flush()
+        self._regulate_reading()
+
+    def _flush(self) -> None:
+        assert self._core is not None
+        assert self._transport is not None
+        data = self._core.data_to_send()
+        if data and not self._closed:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+        self.bytes_out += len(data)
+
+    def _regulate_reading(self) -> None:
+        assert self._core is not None
+        assert self._transport is not None
+        backed_up = self._core.buffered_input > MAX_QUEUED_INPUT
+        if backed_up and not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        elif self._reading_paused and not backed_up and not self._closed:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._transport is not None
+        if self._reading_paused:
+            self._transport.resume_reading()  # let the close complete
+        self._transport.close()
+
+    async def _perform(self, event: Event) -> None:
+        core = self._core
+        assert core is not None
+        try:
+            match event:
+                case Login(credentials):
+                    await self._login(core, credentials)
+                case SaslStart() | SaslResponse():
+                    await self.server.sasl_step(self, core, event)
+                case OpenMaildrop():
+                    await self._open_maildrop(core)
+                case SendMessage():
+                    await self._send_message(core, event)
+                case Expunge(messages):
+                    await self._expunge(core, messages)
+                case StartTls():
+                    await self.server.start_tls(self, core)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "session=%d peer=%s failed while performing %r", self.id, self.peer, event
+            )
+            core.internal_error()
+        finally:
+            self._task = None
+            self._waiting_event = None
+        if not self._closed:
+            self._pump()
+
+    async def _login(self, core: Connection, credentials: Credentials) -> None:
+        try:
+            principal = await self.server.authenticator.login(credentials)
+        except AuthUnavailable as exc:
+            log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
+            core.auth_failed(AuthFailure.TEMPORARY)
+            return
+        await self.finish_login(core, principal, credentials.user)
+
+    async def finish_login(self, core: Connection, principal: Principal | None, user: str) -> None:
+        """Report a verified (or refused) login to the core; shared by USER/PASS, APOP, SASL."""
+        if principal is None:
+            log.info(
+                "session=%d peer=%s login failed user=%s reason=credentials",
+                self.id,
+                self.peer,
+                user[:64],
+            )
+            await self.server.failed_login_delay(self)
+            core.auth_failed(AuthFailure.CREDENTIALS)
+            return
+        self.principal = principal
+        core.auth_succeeded(principal.name)
+
+    async def _open_maildrop(self, core: Connection) -> None:
+        assert self.principal is not None
+        name = self.principal.name
+        try:
+            maildrop = await self.server.store.open(self.principal)
+        except MaildropLocked:
+            log.info(
+                "session=%d peer=%s login failed user=%s reason=in-use", self.id, self.peer, name
+            )
+            core.maildrop_failed(StoreFailure.LOCKED)
+            return
+        except (StoreError, OSError) as exc:
+            permanent = isinstance(exc, StorePermanentError)
+            log.error(
+                "session=%d peer=%s login failed user=%s maildrop: %s",
+                self.id,
+                self.peer,
+                name,
+                exc,
+            )
+            core.maildrop_failed(StoreFailure.PERMANENT if permanent else StoreFailure.TEMPORARY)
+            return
+        if self._closed:  # the client went away while we were scanning
+            await maildrop.close()
+            return
+        self._maildrop = maildrop
+        count = len(maildrop.messages)
+        log.info("session=%d peer=%s login user=%s messages=%d", self.id, self.peer, name, count)
+        core.maildrop_opened(maildrop.messages)
+
+    async def _send_message(self, core: Connection, event: SendMessage) -> None:
+        assert self._maildrop is not None
+        try:
+            reader = await self._maildrop.open_message(event.message)
+        except MessageGone:
+            core.message_failed(event.number, MessageFailure.GONE)
+            return
+        except (StoreError, OSError) as exc:
+            log.error("session=%d peer=%s message %d: %s", self.id, self.peer, event.number, exc)
+            core.message_failed(event.number, MessageFailure.TEMPORARY)
+            return
+        encoder = event.encoder
+        try:
+            self._write(event.status_line)
+            while not encoder.done:
+                chunk = await reader.read()
+                if not chunk:
+                    break
+                self._write(encoder.feed(chunk))
+                self._last_activity = self._loop.time()
+                if self._write_paused:
+                    await self._drain()
+                if self._closed:
+                    return
+            self._write(encoder.finish())
+        except (StoreError, OSError) as exc:
+            # The +OK is out: the only honest ending left is to drop the connection.
+            log.error(
+                "session=%d peer=%s message %d broke off: %s", self.id, self.peer, event.number, exc
+            )
+            self._close("message read failed")
+            return
+        finally:
+            await reader.close()
+        core.message_sent()
+
+    async def _drain(self) -> None:
+        self._drained = self._loop.create_future()
+        await self._drained
+        self._drained = None
+
+    async def _expunge(self, core: Connection, messages: Sequence[MessageInfo]) -> None:
+        assert self._maildrop is not None
+        try:
+            result = await self._maildrop.expunge(messages)
+        except (StoreError, OSError) as exc:
+            log.error("session=%d peer=%s expunge failed: %s", self.id, self.peer, exc)
+            core.expunged(len(messages))
+            return
+        if result.failed:
+            log.error(
+                "session=%d peer=%s %d messages not deleted", self.id, self.peer, result.failed
+            )
+        core.expunged(result.failed)
+
+    def _release_maildrop(self) -> None:
+        maildrop, self._maildrop = self._maildrop, None
+        if maildrop is None:
+            return
+        if self._task is not None and isinstance(self._waiting_event, Expunge):
+            # Keep the lock until the committed expunge is done.
+            self._task.add_done_callback(lambda _: self.server.spawn(maildrop.close()))
+        else:
+            self.server.spawn(maildrop.close())
+
+    # ---- timers and shutdown ------------------------------------------------------------
+
+    def _idle_timeout(self) -> float:
+        limits = self.server.config.limits
+        if self._core is not None and self._core.state is State.TRANSACTION:
+            return limits.idle_timeout_transaction
+        return limits.idle_timeout_authorization
+
+    def _arm_timer(self) -> None:
+        # One timer per session, moved only when it fires: activity just records the time.
+        self._timer = self._loop.call_at(
+            self._last_activity + self._idle_timeout(), self._check_idle
+        )
+
+    def _check_idle(self) -> None:
+        if self._closed or self._core is None:
+            return
+        if self._task is not None and not self._write_paused:
+            self._last_activity = self._loop.time()  # working for the client, not waiting on it
+        if self._loop.time() - self._last_activity < self._idle_timeout():
+            self._arm_timer()
+            return
+        self.abort(self._core.timed_out)
+
+    def abort(self, tell_core: Callable[[], None]) -> None:
+        """End the session now, after the core has queued its parting -ERR."""
+        if self._closed or self._core is None:
+            return
+        if self._task is not None and not isinstance(self._waiting_event, Expunge):
+            self._task.cancel()
+            self._task = None
+        tell_core()
+        self._pump()
+        if not self._closed:
+            self._close("aborted")
+
+    def abort_for_shutdown(self) -> None:
+        if self._core is not None:
+            self.abort(self._core.shutting_down)
+
+    @property
+    def state(self) -> State | None:
+        return self._core.state if self._core else None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
