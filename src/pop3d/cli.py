@@ -16,6 +16,7 @@ from .auth.schemes import hash_argon2id
 from .config import Config, ConfigError, load_config
 from .server import Pop3Server
 from .store.maildir import deliver
+from .tls import generate_self_signed
 
 log = logging.getLogger("pop3d")
 
@@ -25,7 +26,12 @@ CONFIG_NAME = "pop3d.toml"
 _DEFAULT_CONFIG = """\
 # Written by `pop3d serve` on first run. Every key is described in the README.
 [server]
-listen = ["127.0.0.1:1110"]
+listen = ["127.0.0.1:1110"]         # plain POP3, offers STLS
+listen_tls = ["127.0.0.1:1995"]     # implicit TLS (POP3S)
+
+[tls]
+cert = "tls/cert.pem"               # self-signed for localhost, made on first run
+key = "tls/key.pem"
 
 [auth]
 passwd_file = "users.passwd"
@@ -68,6 +74,8 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
     passwd.write_text(f"demo:{hash_argon2id(password.encode())}::::::\n")
     passwd.chmod(0o600)
     deliver(data_dir / "mail" / "demo" / "Maildir", [_WELCOME.encode()])
+    (data_dir / "tls").mkdir(mode=0o700, exist_ok=True)
+    generate_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem")
     config_path.write_text(_DEFAULT_CONFIG)
     print(f"Created {data_dir}/ with user 'demo', password: {password}")
     print("(the password is shown only this once; it is stored hashed in users.passwd)")
@@ -83,22 +91,31 @@ def _serve(args: argparse.Namespace) -> int:
         return 78  # EX_CONFIG
     _setup_logging(config)
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, config_path))
     except OSError as exc:
         print(f"pop3d: cannot start: {exc}", file=sys.stderr)
         return 71  # EX_OSERR
     return 0
 
 
-async def _run(config: Config) -> None:
+async def _run(config: Config, config_path: Path) -> None:
     server = Pop3Server(config)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
     log.info("pop3d %s ready", __version__)
     await server.serve_forever()
     log.info("stopped")
+
+
+def _reload(server: Pop3Server, config_path: Path) -> None:
+    """SIGHUP: re-read the config and the certificate; on any error keep what runs."""
+    try:
+        server.reload(load_config(config_path))
+    except (ConfigError, OSError) as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
 
 
 def _setup_logging(config: Config) -> None:

@@ -18,9 +18,14 @@ from pathlib import Path
 from string import Formatter
 from typing import Any
 
+from .auth.sasl import MECHANISMS
+
 
 class ConfigError(Exception):
     pass
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,9 @@ class ServerConfig:
         default=(Address("127.0.0.1", 1110),),
         metadata=_doc("Plain POP3 listeners, host:port (IPv6 as [::1]:110)."),
     )
+    listen_tls: tuple[Address, ...] = field(
+        default=(), metadata=_doc("Implicit TLS listeners (RFC 8314, port 995 style); need [tls].")
+    )
     greeting: str = field(default="POP3 server ready.", metadata=_doc("Text after +OK on connect."))
     implementation: str | None = field(
         default=None, metadata=_doc("Sent as CAPA IMPLEMENTATION when set (off by default).")
@@ -88,6 +96,39 @@ class AuthConfig:
         default=os.cpu_count() or 2,
         metadata=_doc("Threads verifying passwords (default: one per core).", minimum=1),
     )
+    mechanisms: tuple[str, ...] = field(
+        default=("PLAIN", "LOGIN", "SCRAM-SHA-256"),
+        metadata=_doc("SASL mechanisms offered by AUTH.", choices=tuple(MECHANISMS)),
+    )
+    cleartext_networks: tuple[IPNetwork, ...] = field(
+        default=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        metadata=_doc("Networks where passwords may cross an unencrypted link; [] for none."),
+    )
+    trusted_networks: tuple[IPNetwork, ...] = field(
+        default=(), metadata=_doc("Networks exempt from the failed-login delay.")
+    )
+    failure_delay: float = field(
+        default=2.0, metadata=_doc("Seconds before answering a failed login.", minimum=0)
+    )
+    max_failure_delay: float = field(
+        default=15.0,
+        metadata=_doc("Cap of the delay as failures from one address accumulate.", minimum=0),
+    )
+    penalty_reset: float = field(
+        default=900.0,
+        metadata=_doc("Seconds without a failure after which an address starts afresh.", minimum=1),
+    )
+    max_auth_failures: int = field(
+        default=3, metadata=_doc("Failed logins that close a session.", minimum=1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path | None = field(
+        default=None, metadata=_doc("PEM certificate, chain allowed (leaf first).")
+    )
+    key: Path | None = field(default=None, metadata=_doc("PEM private key of the certificate."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +163,25 @@ class LimitsConfig:
     idle_timeout_authorization: float = field(
         default=60.0, metadata=_doc("Seconds of silence allowed before login.", minimum=1)
     )
+    login_timeout: float = field(
+        default=120.0, metadata=_doc("Seconds a connection has to log in, in all.", minimum=1)
+    )
+    max_sasl_line_length: int = field(
+        default=65536,
+        metadata=_doc("Longest SASL response line, octets (OAuth tokens are long).", minimum=16384),
+    )
+    max_connections: int = field(
+        default=10000, metadata=_doc("Open connections for the whole server.", minimum=1)
+    )
+    max_connections_per_ip: int = field(
+        default=100, metadata=_doc("Open connections from one address; 0 for no cap.", minimum=0)
+    )
+    max_tls_handshakes: int = field(
+        default=500, metadata=_doc("TLS handshakes in progress at once.", minimum=1)
+    )
+    tls_handshake_timeout: float = field(
+        default=30.0, metadata=_doc("Seconds a TLS handshake may take.", minimum=1)
+    )
     idle_timeout_transaction: float = field(
         default=600.0,
         metadata=_doc(
@@ -134,6 +194,7 @@ class LimitsConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     maildir: MaildirConfig = field(default_factory=MaildirConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
@@ -141,6 +202,10 @@ class Config:
     def passwd_file(self) -> Path:
         assert self.auth.passwd_file is not None, "checked at load"
         return self.auth.passwd_file
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls.cert is not None
 
     @property
     def maildir_template(self) -> str:
@@ -176,6 +241,10 @@ def build_config(data: dict[str, Any], base: Path) -> Config:
         _check_required(name, sections[name])
     config = Config(**sections)
     _check_template(config.maildir_template)
+    if (config.tls.cert is None) != (config.tls.key is None):
+        raise ConfigError("[tls] needs both cert and key")
+    if config.server.listen_tls and not config.tls_enabled:
+        raise ConfigError("[server] listen_tls needs [tls] cert and key")
     return config
 
 
@@ -200,6 +269,10 @@ def _check_required(section: str, value: Any) -> None:
 
 
 def _convert(hint: Any, raw: Any, base: Path, meta: typing.Mapping[str, Any]) -> Any:
+    if hint == IPNetwork:
+        if not isinstance(raw, str):
+            raise TypeError("expected a network such as 10.0.0.0/8")
+        return ipaddress.ip_network(raw, strict=False)
     origin = typing.get_origin(hint)
     if origin is types.UnionType:  # X | None
         (inner,) = (a for a in typing.get_args(hint) if a is not type(None))

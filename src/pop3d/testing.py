@@ -4,7 +4,9 @@
         server.deliver("alice", b"Subject: hi\\r\\n\\r\\nhello\\r\\n")
         pop = poplib.POP3("127.0.0.1", server.port)
 
-Users get `{PLAIN}` passwords unless a full `{SCHEME}...` field is given.
+Users get `{PLAIN}` passwords unless a full `{SCHEME}...` field is given. Failed logins are
+answered at once (`failure_delay = 0`) and `stop()` cuts sessions off after one second
+(`shutdown_timeout = 1`), unless the config given says otherwise.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ class ServerThread:
         passwd.write_text("".join(lines))
         data = _merge(
             {
-                "server": {"listen": ["127.0.0.1:0"]},
-                "auth": {"passwd_file": "users.passwd"},
+                "server": {"listen": ["127.0.0.1:0"], "shutdown_timeout": 1},
+                "auth": {"passwd_file": "users.passwd", "failure_delay": 0},
                 "maildir": {"path": "mail/{user}/Maildir"},
             },
             config or {},
@@ -68,6 +70,11 @@ class ServerThread:
     def port(self) -> int:
         assert self.server is not None
         return self.server.port
+
+    @property
+    def tls_port(self) -> int:
+        assert self.server is not None
+        return self.server.tls_port
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

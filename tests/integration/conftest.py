@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +29,17 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
 class LineClient:
     """A bare socket client: what a person at telnet does, byte for byte."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        assert self.buf == b"", "plaintext left over before the handshake"
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -89,9 +101,12 @@ class ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.log: list[str] = []
-        self.port = self._wait_listening()
+        self.ports: dict[str, int] = {}
+        self._wait_ready()
+        self.port = self.ports.get("plain", 0)
+        self.tls_port = self.ports.get("implicit TLS", 0)
 
-    def _wait_listening(self) -> int:
+    def _wait_ready(self) -> None:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -99,8 +114,11 @@ class ServerProcess:
             if not line:
                 raise RuntimeError("pop3d exited: " + "".join(self.log))
             self.log.append(line)
-            if "listening on" in line:
-                return int(line.rsplit(":", 1)[1])
+            match = re.search(r"listening on .*:(\d+) \((.*)\)", line)
+            if match:
+                self.ports.setdefault(match.group(2), int(match.group(1)))
+            if re.search(r"pop3d \S+ ready", line):
+                return
         raise RuntimeError("pop3d did not start")
 
     def read_log(self) -> str:
@@ -124,3 +142,44 @@ def write_config(root: Path, users: dict[str, str], extra: str = "") -> Path:
         '[maildir]\npath = "mail/{user}/Maildir"\n' + extra
     )
     return config
+
+
+@dataclass
+class TlsFiles:
+    ca: Any  # trustme.CA
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    trustme = pytest.importorskip("trustme")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    files = TlsFiles(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(files.ca_file)
+    files.cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(files.key)
+    return files
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return make_tls_files(tmp_path / "tls")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, tls_files: TlsFiles) -> Iterator[ServerThread]:
+    config = {
+        "server": {"listen": ["127.0.0.1:0"], "listen_tls": ["127.0.0.1:0"]},
+        "tls": {"cert": str(tls_files.cert), "key": str(tls_files.key)},
+    }
+    users = {"alice": ALICE_PASSWORD, "bob": "bobpw"}
+    with ServerThread.in_directory(tmp_path / "srv", users=users, config=config) as s:
+        yield s

@@ -7,6 +7,7 @@ import poplib
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -73,6 +74,15 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
         assert b"Subject: Welcome to pop3d" in pop.retr(1)[1]
         pop.dele(1)
         pop.quit()
+        # Implicit TLS on 1995 with the self-signed certificate made on first run.
+        context = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))
+        secure = poplib.POP3_SSL("localhost", 1995, context=context, timeout=10)
+        assert "STLS" not in secure.capa()
+        secure.quit()
+        plain = poplib.POP3("127.0.0.1", 1110, timeout=10)
+        assert "STLS" in plain.capa()
+        plain.stls(context)
+        plain.quit()
     finally:
         stop(proc)
     assert password not in "".join(lines[2:])  # printed once, never logged

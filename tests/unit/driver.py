@@ -15,6 +15,8 @@ from pop3d.protocol.events import (
     Login,
     OpenMaildrop,
     PasswordCredentials,
+    SaslResponse,
+    SaslStart,
     SendMessage,
     StoreFailure,
 )
@@ -86,6 +88,16 @@ def pump(world: FakeWorld, conn: Connection) -> bytes:
                         break
                 out.append(encoder.finish())
                 conn.message_sent()
+            case SaslStart(_, None):
+                conn.sasl_challenge(b"")
+            case SaslStart(_, bytes() as response) | SaslResponse(response):
+                # Every mechanism is PLAIN here: authzid NUL authcid NUL password.
+                parts = response.split(b"\0")
+                user = parts[1].decode(errors="replace") if len(parts) == 3 else ""
+                if len(parts) == 3 and world.users.get(user) == parts[2]:
+                    conn.auth_succeeded(user)
+                else:
+                    conn.auth_failed(AuthFailure.CREDENTIALS)
             case Expunge(messages):
                 world.expunged.extend(m.uidl for m in messages)
                 conn.expunged(0)

@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from ..principal import Principal, is_safe_user_name
 from ..protocol.events import ApopCredentials, Credentials, PasswordCredentials
 from .base import UserDatabase, UserEntry
+from .schemes import ScramEntry
 
 
 class Authenticator:
@@ -46,6 +47,20 @@ class Authenticator:
             self.users.timing_dummy().verify(password)
             return None
         return entry.principal() if entry.password.verify(password) else None
+
+    def principal_for(self, name: str) -> Principal | None:
+        entry = self._find(name)
+        return entry.principal() if entry else None
+
+    def scram_entry(self, name: str, mechanism: str) -> ScramEntry | None:
+        """The user's keys for a SCRAM mechanism: stored ones, or made from a {PLAIN} password."""
+        entry = self._find(name)
+        if entry is None or entry.password is None:
+            return None
+        if entry.password.scheme == mechanism:
+            return ScramEntry.parse(entry.password.value)
+        secret = entry.password.plaintext()
+        return ScramEntry.from_password(mechanism, secret) if secret is not None else None
 
     def _find(self, name: str) -> UserEntry | None:
         return self.users.lookup(name) if is_safe_user_name(name) else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import argon2
 import bcrypt
+import scramp
 from passlib import hash as passlib_hash
 
 Verifier = Callable[[bytes, str], bool]
@@ -77,16 +78,18 @@ def _verify_crypt(password: bytes, value: str) -> bool:
     return False
 
 
-def _verify_scram(algorithm: str) -> Verifier:
+def _verify_scram(mechanism: str) -> Verifier:
     """Dovecot's SCRAM entry: iterations,salt,stored_key,server_key (base64)."""
 
     def verify(password: bytes, value: str) -> bool:
         entry = ScramEntry.parse(value)
         if entry is None:
             return False
-        salted = hashlib.pbkdf2_hmac(algorithm, password, entry.salt, entry.iterations)
-        client_key = hmac.new(salted, b"Client Key", algorithm).digest()
-        return hmac.compare_digest(hashlib.new(algorithm, client_key).digest(), entry.stored_key)
+        try:
+            derived = ScramEntry.from_password(mechanism, password, entry.salt, entry.iterations)
+        except (UnicodeDecodeError, scramp.ScramException):
+            return False
+        return hmac.compare_digest(derived.stored_key, entry.stored_key)
 
     return verify
 
@@ -108,6 +111,16 @@ class ScramEntry:
         except (binascii.Error, ValueError):
             return None
         return cls(int(parts[0]), salt, stored, server)
+
+    @classmethod
+    def from_password(
+        cls, mechanism: str, password: bytes, salt: bytes | None = None, iterations: int = 4096
+    ) -> ScramEntry:
+        """Keys derived by scramp (SASLprep, PBKDF2, HMAC); 4096 rounds is RFC 7677's floor."""
+        salt, stored, server, rounds = scramp.ScramMechanism(mechanism).make_auth_info(
+            password.decode("utf-8"), iteration_count=iterations, salt=salt
+        )
+        return cls(rounds, salt, stored, server)
 
 
 _CRYPT_FORMATS: tuple[tuple[str, Verifier], ...] = (
@@ -136,8 +149,8 @@ SCHEMES: dict[str, Verifier] = {
     "PLAIN-MD5": _unsalted("md5"),
     "PLAIN": _verify_plain,
     "CLEARTEXT": _verify_plain,
-    "SCRAM-SHA-256": _verify_scram("sha256"),
-    "SCRAM-SHA-1": _verify_scram("sha1"),
+    "SCRAM-SHA-256": _verify_scram("SCRAM-SHA-256"),
+    "SCRAM-SHA-1": _verify_scram("SCRAM-SHA-1"),
 }
 
 # Schemes whose values we store as a digest that may carry a .HEX/.B64 encoding suffix.

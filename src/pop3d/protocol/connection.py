@@ -254,6 +254,9 @@ class Connection:
     def timed_out(self) -> None:
         self._abort(err("Disconnected for inactivity."), "idle timeout")
 
+    def login_timed_out(self) -> None:
+        self._abort(err("Disconnected: no login in the time allowed."), "login timeout")
+
     def shutting_down(self) -> None:
         self._abort(err("Server shutting down.", RespCode.SYS_TEMP), "server shutdown")
 

@@ -1,4 +1,4 @@
-"""The server: listeners, the sessions they accept, shared pools, limits and a graceful stop."""
+"""The server: listeners, the sessions they accept, shared pools, limits, reload, graceful stop."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 import secrets
 import socket
+import ssl
+from collections import Counter
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,11 +17,16 @@ from typing import Any
 from ..auth.authenticator import Authenticator
 from ..auth.base import UserDatabase
 from ..auth.passwd_file import PasswdFile
+from ..auth.sasl import MECHANISMS
+from ..auth.sasl.base import Exchange
 from ..config import Address, Config
-from ..protocol.connection import Connection, SessionPolicy, State
-from ..protocol.events import SaslResponse, SaslStart
+from ..protocol.connection import SaslOffer, SessionPolicy, State
+from ..protocol.replies import RespCode, err
 from ..store.base import Mailstore
 from ..store.maildir import MaildirStore
+from ..tls import server_context
+from .net import address_in
+from .penalty import LoginPenalty
 from .session import Pop3Session
 
 log = logging.getLogger("pop3d.server")
@@ -47,11 +54,17 @@ class Pop3Server:
     ) -> None:
         self.config = config
         self._io_pool = ThreadPoolExecutor(config.server.io_threads, "pop3d-io")
-        self._auth_pool = ThreadPoolExecutor(config.auth.hash_threads, "pop3d-auth")
+        self.auth_pool = ThreadPoolExecutor(config.auth.hash_threads, "pop3d-auth")
+        self._custom_users = users is not None
+        self._custom_store = store is not None
         self.users: UserDatabase = users or PasswdFile(config.passwd_file)
-        self.authenticator = Authenticator(self.users, self._auth_pool)
+        self.authenticator = Authenticator(self.users, self.auth_pool)
         self.store: Mailstore = store or MaildirStore(config.maildir_template, self._io_pool)
+        self.tls_context: ssl.SSLContext | None = _tls_context(config)
+        self.penalty = LoginPenalty(config.auth)
         self.sessions: set[Pop3Session] = set()
+        self._per_ip: Counter[str] = Counter()
+        self.handshakes = 0
         self._servers: list[asyncio.Server] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
@@ -73,8 +86,12 @@ class Pop3Server:
         self._empty.set()
         for address in self.config.server.listen:
             await self._listen(address, implicit_tls=False)
+        for address in self.config.server.listen_tls:
+            await self._listen(address, implicit_tls=True)
 
     async def _listen(self, address: Address, *, implicit_tls: bool) -> None:
+        # TLS is not handed to create_server: each session runs its own handshake (the same
+        # path as STLS), so handshakes can be counted, timed and logged.
         server = await self.loop.create_server(
             lambda: Pop3Session(self, implicit_tls=implicit_tls),
             address.host,
@@ -84,7 +101,8 @@ class Pop3Server:
         )
         self._servers.append(server)
         for sock in server.sockets:
-            log.info("listening on %s", _format(sock.getsockname()))
+            kind = "implicit TLS" if implicit_tls else "plain"
+            log.info("listening on %s (%s)", _format(sock.getsockname()), kind)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -93,7 +111,13 @@ class Pop3Server:
 
     @property
     def port(self) -> int:
+        """The first plain listener's port."""
         return self.addresses[0][1]
+
+    @property
+    def tls_port(self) -> int:
+        """The first implicit-TLS listener's port."""
+        return self.addresses[len(self.config.server.listen)][1]
 
     async def serve_forever(self) -> None:
         assert self._stopping is not None, "call start() first"
@@ -113,7 +137,7 @@ class Pop3Server:
             server.close()
         self._servers.clear()
         for session in list(self.sessions):
-            if session.state is State.AUTHORIZATION and not session.busy:
+            if session.state is not State.TRANSACTION and not session.busy:
                 session.abort_for_shutdown()
         assert self._empty is not None
         try:
@@ -129,7 +153,7 @@ class Pop3Server:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._io_pool.shutdown(wait=False, cancel_futures=True)
-        self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        self.auth_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Pop3Server:
         await self.start()
@@ -138,18 +162,61 @@ class Pop3Server:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def reload(self, config: Config) -> None:
+        """Apply a new config to sessions that start from now on (SIGHUP).
+
+        The certificate, users, Maildir path, limits and auth policy change; listeners and
+        thread counts need a restart. Everything is built before anything is swapped, so a
+        failure leaves the running configuration untouched.
+        """
+        tls_context = _tls_context(config)
+        users = self.users
+        if not self._custom_users and config.passwd_file != self.config.passwd_file:
+            users = PasswdFile(config.passwd_file)
+        store = self.store
+        if not self._custom_store and config.maildir_template != self.config.maildir_template:
+            store = MaildirStore(config.maildir_template, self._io_pool)
+        if (config.server.listen, config.server.listen_tls) != (
+            self.config.server.listen,
+            self.config.server.listen_tls,
+        ):
+            log.warning("reload: listener changes take effect at the next start")
+        self.tls_context, self.users, self.store = tls_context, users, store
+        self.authenticator = Authenticator(users, self.auth_pool)
+        self.penalty.settings = config.auth
+        self.config = config
+        log.info("configuration reloaded")
+
     # ---- what sessions ask of the server -----------------------------------------------
 
     def admit(self, session: Pop3Session) -> Refusal | None:
+        limits = self.config.limits
+        if len(self.sessions) >= limits.max_connections:
+            return Refusal(
+                err("Too many connections, try later.", RespCode.SYS_TEMP), "server full"
+            )
+        per_ip = limits.max_connections_per_ip
+        if per_ip and self._per_ip[session.peer_ip] >= per_ip:
+            reply = err("Too many connections from your address.", RespCode.SYS_TEMP)
+            return Refusal(reply, "too many connections from this address")
         self.sessions.add(session)
+        self._per_ip[session.peer_ip] += 1
         assert self._empty is not None
         self._empty.clear()
         return None
 
     def release(self, session: Pop3Session) -> None:
+        if session not in self.sessions:
+            return
         self.sessions.discard(session)
+        self._per_ip[session.peer_ip] -= 1
+        if self._per_ip[session.peer_ip] <= 0:
+            del self._per_ip[session.peer_ip]
         if not self.sessions and self._empty is not None:
             self._empty.set()
+
+    def mechanism(self, name: str) -> type[Exchange]:
+        return MECHANISMS[name]
 
     def policy_for(self, session: Pop3Session) -> SessionPolicy:
         config = self.config
@@ -161,27 +228,27 @@ class Pop3Server:
             implementation=config.server.implementation,
             apop_challenge=apop,
             secure=session.implicit_tls,
+            stls_available=self.tls_context is not None,
+            cleartext_network=address_in(session.peer_ip, config.auth.cleartext_networks),
+            sasl=tuple(SaslOffer(n, MECHANISMS[n].plaintext) for n in config.auth.mechanisms),
             max_line=config.limits.max_line_length,
+            max_sasl_line=config.limits.max_sasl_line_length,
             max_bad_commands_authorization=config.limits.max_bad_commands_authorization,
             max_bad_commands_transaction=config.limits.max_bad_commands_transaction,
+            max_auth_failures=config.auth.max_auth_failures,
         )
-
-    async def failed_login_delay(self, session: Pop3Session) -> None:
-        return None
-
-    async def sasl_step(
-        self, session: Pop3Session, core: Connection, event: SaslStart | SaslResponse
-    ) -> None:
-        raise AssertionError("no SASL mechanism is offered")
-
-    async def start_tls(self, session: Pop3Session, core: Connection) -> None:
-        raise AssertionError("STLS is not offered")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a short background job that the server waits for at shutdown."""
         task = self.loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls.cert is None or config.tls.key is None:
+        return None
+    return server_context(config.tls.cert, config.tls.key)
 
 
 def _format(sockname: Any) -> str:

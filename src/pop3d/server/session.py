@@ -8,6 +8,10 @@ Flow control: while the transport's write buffer is above its high-water mark no
 command is taken (and message streaming waits for drain); while a command is pending or output
 is backed up and the client keeps pipelining, reading stops once the queued input passes
 `MAX_QUEUED_INPUT`.
+
+TLS, implicit or by STLS, is one path: `loop.start_tls` on the plain transport. For STLS the
+core has already dropped whatever the client pipelined after the command, and reading is paused
+before the +OK goes out, so the only bytes the handshake sees are the ones that came after it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..auth.base import AuthUnavailable
+from ..auth.sasl.base import Challenge, Exchange, Failure, Success
 from ..principal import Principal
-from ..protocol.connection import Connection, State
+from ..protocol.connection import Connection, SessionStats, State
 from ..protocol.events import (
     AuthFailure,
     Close,
@@ -68,14 +73,19 @@ class Pop3Session(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._core: Connection | None = None
         self._maildrop: Maildrop | None = None
+        self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiting_event: Event | None = None
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closed = False
+        self._finished = False
+        self._admitted = False
+        self._tls = False
+        self._connected_at = 0.0
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._waiting_event: Event | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -86,20 +96,21 @@ class Pop3Session(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.peer_ip = str(peer[0])
             self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
+        self._connected_at = self._last_activity = self._loop.time()
         refusal = self.server.admit(self)
         if refusal is not None:
-            self._closed = True
+            self._closed = self._finished = True
             log.info("session=%d peer=%s refused: %s", self.id, self.peer, refusal.reason)
             transport.write(refusal.reply)
             transport.close()
             return
-        self._core = Connection(self.server.policy_for(self))
-        log.info(
-            "session=%d peer=%s connect%s", self.id, self.peer, " tls" if self.implicit_tls else ""
-        )
-        self._last_activity = self._loop.time()
-        self._arm_timer()
-        self._pump()
+        self._admitted = True
+        tls = " tls" if self.implicit_tls else ""
+        log.info("session=%d peer=%s connect%s", self.id, self.peer, tls)
+        if self.implicit_tls:
+            self._task = self._loop.create_task(self._implicit_tls())
+        else:
+            self._begin()
 
     def data_received(self, data: bytes) -> None:
         if self._core is None or self._closed:
@@ -112,34 +123,14 @@ class Pop3Session(asyncio.Protocol):
         if self._core is not None and not self._closed:
             self._core.receive_eof()
             self._pump()
-        return True  # keep the transport: replies to what came before EOF still go out
+        # Keep a plain transport open: replies to what came before EOF still go out. TLS has
+        # no half-close, so there asyncio closes once the pending output is written.
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_closed, self._closed = self._closed, True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-        if self._task is not None and not isinstance(self._waiting_event, Expunge):
-            self._task.cancel()  # an expunge in flight finishes: it was QUIT-committed
-        self._release_maildrop()
-        if self._core is not None:
-            core = self._core
-            log.info(
-                "session=%d peer=%s logout user=%s reason=%s commands=%d retrieved=%d "
-                "deleted=%d bytes_out=%d",
-                self.id,
-                self.peer,
-                self.principal.name if self.principal else "-",
-                self.close_reason
-                if was_closed
-                else (f"connection lost: {exc}" if exc else "connection lost"),
-                core.stats.commands,
-                core.stats.retrieved,
-                core.stats.deleted,
-                self.bytes_out,
-            )
-            self.server.release(self)
+        if not self._closed:
+            self.close_reason = f"connection lost: {exc}" if exc else "connection lost"
+        self._finish()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -149,10 +140,16 @@ class Pop3Session(asyncio.Protocol):
         self._last_activity = self._loop.time()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        if self._task is None:
+        if self._task is None and self._core is not None and not self._closed:
             self._pump()
 
-    # ---- pumping events -----------------------------------------------------------------
+    # ---- the session --------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._core = Connection(self.server.policy_for(self))
+        self._last_activity = self._loop.time()
+        self._arm_timer()
+        self._pump()
 
     def _pump(self) -> None:
         core = self._core
@@ -161,6 +158,9 @@ class Pop3Session(asyncio.Protocol):
             event = core.next_event()
             if event is None:
                 break
+            if isinstance(event, StartTls):
+                assert self._transport is not None
+                self._transport.pause_reading()  # until the handshake takes the transport
             self._flush()
             if isinstance(event, Close):
                 self._close(event.reason)
@@ -172,7 +172,6 @@ class Pop3Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         assert self._core is not None
-        assert self._transport is not None
         data = self._core.data_to_send()
         if data and not self._closed:
             self._write(data)
@@ -183,13 +182,13 @@ class Pop3Session(asyncio.Protocol):
         self.bytes_out += len(data)
 
     def _regulate_reading(self) -> None:
-        assert self._core is not None
-        assert self._transport is not None
+        if self._closed or self._core is None or self._transport is None:
+            return
         backed_up = self._core.buffered_input > MAX_QUEUED_INPUT
-        if backed_up and not self._reading_paused and not self._closed:
+        if backed_up and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
-        elif self._reading_paused and not backed_up and not self._closed:
+        elif self._reading_paused and not backed_up:
             self._reading_paused = False
             self._transport.resume_reading()
 
@@ -205,6 +204,30 @@ class Pop3Session(asyncio.Protocol):
             self._transport.resume_reading()  # let the close complete
         self._transport.close()
 
+    def _finish(self) -> None:
+        """Everything that ends with the connection, whichever way it ended. Runs once."""
+        if self._finished:
+            return
+        self._closed = self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if self._task is not None and not isinstance(self._waiting_event, Expunge):
+            self._task.cancel()  # an expunge in flight finishes: it was QUIT-committed
+        self._release_maildrop()
+        if self._admitted:
+            stats = self._core.stats if self._core else SessionStats()
+            log.info(
+                "session=%d peer=%s logout user=%s reason=%s commands=%d retrieved=%d "
+                "deleted=%d bytes_out=%d",
+                self.id, self.peer, self.principal.name if self.principal else "-",
+                self.close_reason, stats.commands, stats.retrieved, stats.deleted,
+                self.bytes_out,
+            )  # fmt: skip
+        if self._admitted:
+            self.server.release(self)
+
     async def _perform(self, event: Event) -> None:
         core = self._core
         assert core is not None
@@ -213,7 +236,7 @@ class Pop3Session(asyncio.Protocol):
                 case Login(credentials):
                     await self._login(core, credentials)
                 case SaslStart() | SaslResponse():
-                    await self.server.sasl_step(self, core, event)
+                    await self._sasl(core, event)
                 case OpenMaildrop():
                     await self._open_maildrop(core)
                 case SendMessage():
@@ -221,19 +244,21 @@ class Pop3Session(asyncio.Protocol):
                 case Expunge(messages):
                     await self._expunge(core, messages)
                 case StartTls():
-                    await self.server.start_tls(self, core)
+                    if await self._handshake():
+                        log.info("session=%d peer=%s starttls", self.id, self.peer)
+                        core.tls_started()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "session=%d peer=%s failed while performing %r", self.id, self.peer, event
-            )
+            log.exception("session=%d peer=%s failed performing %r", self.id, self.peer, event)
             core.internal_error()
         finally:
             self._task = None
             self._waiting_event = None
         if not self._closed:
             self._pump()
+
+    # ---- authentication -----------------------------------------------------------------
 
     async def _login(self, core: Connection, credentials: Credentials) -> None:
         try:
@@ -242,22 +267,56 @@ class Pop3Session(asyncio.Protocol):
             log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
             core.auth_failed(AuthFailure.TEMPORARY)
             return
-        await self.finish_login(core, principal, credentials.user)
+        await self._finish_login(core, principal, credentials.user)
 
-    async def finish_login(self, core: Connection, principal: Principal | None, user: str) -> None:
-        """Report a verified (or refused) login to the core; shared by USER/PASS, APOP, SASL."""
+    async def _sasl(self, core: Connection, event: SaslStart | SaslResponse) -> None:
+        if isinstance(event, SaslStart):
+            mechanism = self.server.mechanism(event.mechanism)
+            self._exchange = mechanism(self.server.authenticator)
+            response = event.initial_response
+        else:
+            response = event.data
+        exchange = self._exchange
+        assert exchange is not None, "a SASL response without an exchange"
+        try:
+            step = await self._loop.run_in_executor(self.server.auth_pool, exchange.step, response)
+        except AuthUnavailable as exc:
+            log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
+            self._exchange = None
+            core.auth_failed(AuthFailure.TEMPORARY)
+            return
+        match step:
+            case Challenge(data):
+                core.sasl_challenge(data)
+            case Success(principal):
+                self._exchange = None
+                await self._finish_login(core, principal, principal.name)
+            case Failure(AuthFailure.CREDENTIALS, user):
+                self._exchange = None
+                await self._finish_login(core, None, user or "-")
+            case Failure(reason, user):
+                self._exchange = None
+                log.info(
+                    "session=%d peer=%s login failed user=%s reason=%s",
+                    self.id, self.peer, (user or "-")[:64], reason.value,
+                )  # fmt: skip
+                core.auth_failed(reason)
+
+    async def _finish_login(self, core: Connection, principal: Principal | None, user: str) -> None:
         if principal is None:
+            delay = self.server.penalty.failure(self.peer_ip)
             log.info(
-                "session=%d peer=%s login failed user=%s reason=credentials",
-                self.id,
-                self.peer,
-                user[:64],
-            )
-            await self.server.failed_login_delay(self)
+                "session=%d peer=%s login failed user=%s reason=credentials delay=%.1fs",
+                self.id, self.peer, user[:64], delay,
+            )  # fmt: skip
+            if delay:
+                await asyncio.sleep(delay)
             core.auth_failed(AuthFailure.CREDENTIALS)
             return
         self.principal = principal
         core.auth_succeeded(principal.name)
+
+    # ---- the maildrop -------------------------------------------------------------------
 
     async def _open_maildrop(self, core: Connection) -> None:
         assert self.principal is not None
@@ -354,33 +413,94 @@ class Pop3Session(asyncio.Protocol):
         else:
             self.server.spawn(maildrop.close())
 
+    # ---- TLS ----------------------------------------------------------------------------
+
+    async def _implicit_tls(self) -> None:
+        ok = await self._handshake()
+        self._task = None
+        if ok:
+            self._begin()
+
+    async def _handshake(self) -> bool:
+        """Upgrade the transport to TLS; False (and the connection closed) if that failed."""
+        server = self.server
+        context, limits = server.tls_context, server.config.limits
+        transport = self._transport
+        assert transport is not None
+        if context is None or server.handshakes >= limits.max_tls_handshakes:
+            log.warning("session=%d peer=%s refused: too many TLS handshakes", self.id, self.peer)
+            self.close_reason = "too many TLS handshakes"
+            transport.abort()
+            self._finish()
+            return False
+        server.handshakes += 1
+        try:
+            tls_transport = await self._loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=limits.tls_handshake_timeout,
+            )
+        except (OSError, ConnectionError) as exc:
+            log.info("session=%d peer=%s TLS handshake failed: %s", self.id, self.peer, exc)
+            self.close_reason = "TLS handshake failed"
+            transport.abort()
+            self._finish()
+            return False
+        finally:
+            server.handshakes -= 1
+        if tls_transport is None or self._closed:
+            self._finish()
+            return False
+        assert isinstance(tls_transport, asyncio.Transport)
+        self._transport = tls_transport
+        self._tls = True
+        self._reading_paused = False
+        return True
+
     # ---- timers and shutdown ------------------------------------------------------------
 
-    def _idle_timeout(self) -> float:
+    def _deadline(self) -> float:
         limits = self.server.config.limits
         if self._core is not None and self._core.state is State.TRANSACTION:
-            return limits.idle_timeout_transaction
-        return limits.idle_timeout_authorization
+            return self._last_activity + limits.idle_timeout_transaction
+        return min(
+            self._last_activity + limits.idle_timeout_authorization,
+            self._connected_at + limits.login_timeout,
+        )
 
     def _arm_timer(self) -> None:
         # One timer per session, moved only when it fires: activity just records the time.
-        self._timer = self._loop.call_at(
-            self._last_activity + self._idle_timeout(), self._check_idle
-        )
+        self._timer = self._loop.call_at(self._deadline(), self._check_idle)
 
     def _check_idle(self) -> None:
         if self._closed or self._core is None:
             return
-        if self._task is not None and not self._write_paused:
+        if (
+            self._task is not None
+            and not self._write_paused
+            and self._core.state is State.TRANSACTION
+        ):
             self._last_activity = self._loop.time()  # working for the client, not waiting on it
-        if self._loop.time() - self._last_activity < self._idle_timeout():
+        now = self._loop.time()
+        if now < self._deadline():
             self._arm_timer()
             return
-        self.abort(self._core.timed_out)
+        login_deadline = self._connected_at + self.server.config.limits.login_timeout
+        if self._core.state is not State.TRANSACTION and now >= login_deadline:
+            self.abort(self._core.login_timed_out)
+        else:
+            self.abort(self._core.timed_out)
 
     def abort(self, tell_core: Callable[[], None]) -> None:
         """End the session now, after the core has queued its parting -ERR."""
-        if self._closed or self._core is None:
+        if self._closed:
+            return
+        if self._core is None:  # still in the TLS handshake
+            assert self._transport is not None
+            self.close_reason = "aborted"
+            self._transport.abort()
             return
         if self._task is not None and not isinstance(self._waiting_event, Expunge):
             self._task.cancel()
@@ -391,8 +511,7 @@ class Pop3Session(asyncio.Protocol):
             self._close("aborted")
 
     def abort_for_shutdown(self) -> None:
-        if self._core is not None:
-            self.abort(self._core.shutting_down)
+        self.abort(self._core.shutting_down if self._core else lambda: None)
 
     @property
     def state(self) -> State | None:

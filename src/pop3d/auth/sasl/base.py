@@ -1,0 +1,53 @@
+"""The SASL mechanism interface (RFC 4422).
+
+An exchange class is the mechanism: it names itself, says whether the password crosses the
+wire, and one is made for each AUTH. `step` gets each client response (base64 already decoded
+by the core; None when AUTH carried no initial response) and runs on the authentication
+thread pool, so it may consult the user database and hash passwords. It returns the next
+challenge, or the outcome. A new mechanism is one new module with such a class, listed in
+`pop3d.auth.sasl.MECHANISMS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from ...principal import Principal
+from ...protocol.events import AuthFailure
+from ..authenticator import Authenticator
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: AuthFailure
+    user: str | None = None  # who tried, when the exchange got that far (for the log)
+
+
+Step = Challenge | Success | Failure
+
+
+class Exchange(Protocol):
+    name: ClassVar[str]
+    plaintext: ClassVar[bool]  # the password itself crosses the wire (needs a secure link)
+
+    def __init__(self, authenticator: Authenticator) -> None: ...
+
+    def step(self, response: bytes | None) -> Step: ...
+
+
+def decode_utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
