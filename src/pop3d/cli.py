@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import datetime
+import getpass
 import logging
 import secrets
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .auth.base import AuthUnavailable
+from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_password
+from .auth.passwd_file import PasswdFile
 from .auth.schemes import hash_argon2id
 from .config import Config, ConfigError, load_config
-from .server import Pop3Server
-from .store.maildir import deliver
-from .tls import generate_self_signed
+from .ingress.delivery import Deliverer, Outcome
+from .principal import Principal, is_safe_user_name
+from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
+
+if TYPE_CHECKING:
+    from .server import Pop3Server
+
+# The server (asyncio, TLS, LMTP) is imported only by the commands that use it: `pop3d deliver`
+# runs once per message and should start fast.
 
 log = logging.getLogger("pop3d")
 
@@ -74,6 +85,8 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
     passwd.write_text(f"demo:{hash_argon2id(password.encode())}::::::\n")
     passwd.chmod(0o600)
     deliver(data_dir / "mail" / "demo" / "Maildir", [_WELCOME.encode()])
+    from .tls import generate_self_signed  # noqa: PLC0415 - see the imports
+
     (data_dir / "tls").mkdir(mode=0o700, exist_ok=True)
     generate_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem")
     config_path.write_text(_DEFAULT_CONFIG)
@@ -82,23 +95,181 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
     return config_path
 
 
+class CommandError(Exception):
+    """A one-line error for the user, with the exit status to leave with."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    """--config, or the embedded default's config in --data-dir (which must exist)."""
+    if args.config:
+        return Path(args.config)
+    path = Path(args.data_dir) / CONFIG_NAME
+    if not path.exists():
+        raise CommandError(f"no {path}: give --config FILE, or run `pop3d serve` once", 78)
+    return path
+
+
+def _load(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(_config_path(args))
+    except ConfigError as exc:
+        raise CommandError(str(exc), 78) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     config_path: Path = args.config or bootstrap_data_dir(args.data_dir)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        print(f"pop3d: {exc}", file=sys.stderr)
-        return 78  # EX_CONFIG
+        raise CommandError(str(exc), 78) from None
     _setup_logging(config)
+    import asyncio  # noqa: PLC0415 - see the imports
+
     try:
         asyncio.run(_run(config, config_path))
     except OSError as exc:
-        print(f"pop3d: cannot start: {exc}", file=sys.stderr)
-        return 71  # EX_OSERR
+        raise CommandError(f"cannot start: {exc}", 71) from None  # EX_OSERR
+    return 0
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    """A local delivery agent: one message on stdin, sysexits codes for the MTA."""
+    try:
+        config = _load(args)
+    except CommandError as exc:
+        print(f"pop3d deliver: {exc}", file=sys.stderr)
+        return 75  # the MTA keeps the message and retries once the config is fixed
+    logging.basicConfig(level=logging.WARNING, format="pop3d deliver: %(message)s")
+    users = PasswdFile(config.passwd_file)
+    deliverer = Deliverer(config, users, _maildir_store(config))
+    try:
+        recipient = deliverer.resolve(args.user)
+    except AuthUnavailable as exc:
+        print(f"pop3d deliver: {exc}", file=sys.stderr)
+        return Outcome.TEMPORARY.exit_code
+    if recipient is None:
+        outcome = Outcome.UNKNOWN_USER
+    else:
+        stdin = sys.stdin.buffer
+        outcome = deliverer.deliver(recipient, iter(lambda: stdin.read(1 << 16), b""))
+    if outcome is not Outcome.DELIVERED:
+        print(f"pop3d deliver: {outcome.reply(args.user)}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _maildir_store(config: Config) -> MaildirStore:
+    return MaildirStore(config.maildir_template, uidl_format=config.maildir.uidl_format)
+
+
+def _read_password(args: argparse.Namespace) -> bytes:
+    if args.password_stdin:
+        line = sys.stdin.buffer.readline().rstrip(b"\r\n")
+        if not line:
+            raise CommandError("no password on standard input")
+        return line
+    if not sys.stdin.isatty():
+        raise CommandError("standard input is not a terminal: use --password-stdin")
+    first = getpass.getpass("New password: ")
+    if first != getpass.getpass("Again: "):
+        raise CommandError("the passwords differ")
+    if not first:
+        raise CommandError("empty password")
+    return first.encode()
+
+
+def _check_new_user(name: str) -> None:
+    if not is_safe_user_name(name) or ":" in name:
+        raise CommandError(f"{name!r} cannot be a user name (no '/', ':', '..', spaces, ...)")
+
+
+def _user(args: argparse.Namespace) -> int:
+    config = _load(args)
+    path = config.passwd_file
+    try:
+        match args.action:
+            case "add":
+                _check_new_user(args.name)
+                add_user(path, args.name, hash_argon2id(_read_password(args)))
+                maildir = _maildir_store(config).path_for(Principal(args.name))
+                ensure_maildir(maildir)
+                print(f"added {args.name}, Maildir {maildir}")
+            case "passwd":
+                set_password(path, args.name, hash_argon2id(_read_password(args)))
+                print(f"password of {args.name} changed")
+            case "delete":
+                delete_user(path, args.name)
+                print(f"deleted {args.name} (the Maildir is kept)")
+            case "list":
+                for entry in sorted(PasswdFile(path).users(), key=lambda e: e.name):
+                    print(entry.name)
+    except (PasswdEditError, AuthUnavailable) as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    return 0
+
+
+def _mailbox_stats(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        entry = PasswdFile(config.passwd_file).lookup(args.name)
+    except AuthUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    if entry is None:
+        raise CommandError(f"no user {args.name}", 67)
+    maildir = _maildir_store(config).path_for(entry.principal())
+    stats = maildir_stats(maildir)
+    print(f"user: {args.name}")
+    print(f"maildir: {maildir}")
+    print(f"messages: {stats.messages}")
+    print(f"octets: {stats.octets}")
+    print(f"oldest: {_when(stats.oldest)}")
+    print(f"newest: {_when(stats.newest)}")
+    return 0
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    config = _load(args)
+    problems = []
+    try:
+        count = PasswdFile(config.passwd_file).check()
+        print(f"passwd-file {config.passwd_file}: {count} users")
+    except AuthUnavailable as exc:
+        problems.append(str(exc))
+    if config.tls.cert and config.tls.key:
+        from .tls import server_context  # noqa: PLC0415 - see the imports
+
+        try:
+            server_context(config.tls.cert, config.tls.key)
+            print(f"certificate {config.tls.cert}: loads")
+        except (OSError, ValueError) as exc:
+            problems.append(f"[tls] cannot load {config.tls.cert}: {exc}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 78
+    print(f"{path}: OK")
     return 0
 
 
 async def _run(config: Config, config_path: Path) -> None:
+    import asyncio  # noqa: PLC0415 - see the imports
+
+    from .server import Pop3Server  # noqa: PLC0415
+
     server = Pop3Server(config)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -126,6 +297,17 @@ def _setup_logging(config: Config) -> None:
     )
 
 
+def _where(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, help="TOML configuration file")
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"directory of the embedded default (default: ./{DEFAULT_DATA_DIR})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pop3d", description="A POP3 server.")
     parser.add_argument("--version", action="version", version=f"pop3d {__version__}")
@@ -137,21 +319,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the server. Without --config, use (and on first run create) the "
         "embedded default in --data-dir.",
     )
-    where = serve.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, help="TOML configuration file")
-    where.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"directory of the embedded default (default: ./{DEFAULT_DATA_DIR})",
-    )
+    _where(serve)
     serve.set_defaults(func=_serve)
+
+    deliver_cmd = commands.add_parser(
+        "deliver",
+        help="deliver one message from standard input (for an MTA)",
+        description="Deliver the message on standard input to USER's Maildir, as a local "
+        "delivery agent for Postfix (mailbox_command), Exim (pipe transport) or procmail. "
+        "Exit status: 0 delivered, 67 unknown user, 73 cannot store (too big, mailbox full, "
+        "not writable), 75 temporary failure (the MTA retries), 78 bad configuration.",
+    )
+    _where(deliver_cmd)
+    deliver_cmd.add_argument("user", help="recipient: a user or an address of one")
+    deliver_cmd.set_defaults(func=_deliver)
+
+    user = commands.add_parser("user", help="add, change, delete or list users")
+    actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in [
+        ("add", "add a user with an {ARGON2ID} password and create the Maildir"),
+        ("passwd", "set a user's password"),
+        ("delete", "remove a user from the passwd-file (the Maildir stays)"),
+        ("list", "list the users"),
+    ]:
+        sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        _where(sub)
+        if action != "list":
+            sub.add_argument("name", help="user name, e.g. alice@example.org")
+        if action in ("add", "passwd"):
+            sub.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from the first line of standard input",
+            )
+    user.set_defaults(func=_user)
+
+    mailbox = commands.add_parser("mailbox", help="look at a user's Maildir")
+    mailbox_actions = mailbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stats = mailbox_actions.add_parser(
+        "stats",
+        help="messages, octets, oldest and newest message",
+        description="Messages, octets (as POP3 reports them), oldest and newest message.",
+    )
+    _where(stats)
+    stats.add_argument("name", help="user name")
+    mailbox.set_defaults(func=_mailbox_stats)
+
+    check = commands.add_parser(
+        "check-config",
+        help="check the configuration, passwd-file and certificate",
+        description="Load the configuration, the passwd-file and the certificate, and say "
+        "what is wrong. Exit status 0 when all is well, 78 otherwise.",
+    )
+    _where(check)
+    check.set_defaults(func=_check_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"pop3d: {exc}", file=sys.stderr)
+        return exc.status
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from string import Formatter
 from typing import Any
 
 from .auth.sasl import MECHANISMS
+from .quota import Quota, parse_size
+from .store.legacy_uidl import READERS as UIDL_READERS
 
 
 class ConfigError(Exception):
@@ -26,6 +28,27 @@ class ConfigError(Exception):
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ByteSize(int):
+    """Octets; in the file an integer or a string such as "100M"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A TCP address, or the path of a unix socket."""
+
+    address: Address | None
+    path: Path | None
+
+    @classmethod
+    def parse(cls, text: str, base: Path) -> Endpoint:
+        if "/" in text and not text.startswith("["):
+            return cls(None, base / text)
+        return cls(Address.parse(text), None)
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path else str(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +165,42 @@ class MaildirConfig:
             template=True,
         ),
     )
+    uidl_format: str = field(
+        default="unique",
+        metadata=_doc(
+            "UIDLs: unique (pop3d's own), dovecot or courier (keep what those served).",
+            choices=tuple(UIDL_READERS),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpConfig:
+    listen: tuple[Endpoint, ...] = field(
+        default=(),
+        metadata=_doc("LMTP listeners (RFC 2033): host:port or a unix socket path. Default off."),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    max_message_size: ByteSize = field(
+        default=ByteSize(50 << 20),
+        metadata=_doc("Largest message accepted by LMTP and `pop3d deliver`.", minimum=1),
+    )
+    quota_storage: ByteSize = field(
+        default=ByteSize(0), metadata=_doc("Default per-user quota in octets; 0 for none.")
+    )
+    quota_messages: int = field(
+        default=0, metadata=_doc("Default per-user quota in messages; 0 for none.", minimum=0)
+    )
+    quota_full_tempfail: bool = field(
+        default=False,
+        metadata=_doc("Over quota: answer temporarily (452, exit 75) instead of permanently."),
+    )
+    recipient_delimiter: str = field(
+        default="+", metadata=_doc('alice+tag@example.org delivers to alice; "" for none.')
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +256,17 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     maildir: MaildirConfig = field(default_factory=MaildirConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    lmtp: LmtpConfig = field(default_factory=LmtpConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @property
     def passwd_file(self) -> Path:
         assert self.auth.passwd_file is not None, "checked at load"
         return self.auth.passwd_file
+
+    @property
+    def default_quota(self) -> Quota:
+        return Quota(self.delivery.quota_storage, self.delivery.quota_messages)
 
     @property
     def tls_enabled(self) -> bool:
@@ -269,6 +334,12 @@ def _check_required(section: str, value: Any) -> None:
 
 
 def _convert(hint: Any, raw: Any, base: Path, meta: typing.Mapping[str, Any]) -> Any:
+    if hint is ByteSize:
+        if isinstance(raw, str):
+            raw = parse_size(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < meta.get("minimum", 0):
+            raise ValueError(f"expected a size of at least {meta.get('minimum', 0)} octets")
+        return ByteSize(raw)
     if hint == IPNetwork:
         if not isinstance(raw, str):
             raise TypeError("expected a network such as 10.0.0.0/8")
@@ -303,6 +374,8 @@ def _convert(hint: Any, raw: Any, base: Path, meta: typing.Mapping[str, Any]) ->
         return base / raw
     if hint is Address:
         return Address.parse(raw)
+    if hint is Endpoint:
+        return Endpoint.parse(raw, base)
     choices = meta.get("choices")
     if choices and raw not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}")

@@ -77,6 +77,11 @@ class ServerThread:
         return self.server.tls_port
 
     @property
+    def lmtp_port(self) -> int:
+        assert self.server is not None
+        return int(self.server.lmtp_addresses[0][1])
+
+    @property
     def addresses(self) -> list[tuple[str, int]]:
         assert self.server is not None
         return self.server.addresses

@@ -50,12 +50,8 @@ def test_plain_exchange() -> None:
     assert isinstance(result, Success)
     assert result.principal.name == "alice"
     assert plain(authenticator).step(b"alice\0alice\0pw") == Success(result.principal)
-    assert plain(authenticator).step(b"\0alice\0nope") == Failure(
-        AuthFailure.CREDENTIALS, "alice"
-    )
-    assert plain(authenticator).step(b"x\0alice\0pw") == Failure(
-        AuthFailure.CREDENTIALS, "alice"
-    )
+    assert plain(authenticator).step(b"\0alice\0nope") == Failure(AuthFailure.CREDENTIALS, "alice")
+    assert plain(authenticator).step(b"x\0alice\0pw") == Failure(AuthFailure.CREDENTIALS, "alice")
     assert plain(authenticator).step(b"\0\xff\0pw") == Failure(AuthFailure.MALFORMED)
     assert plain(authenticator).step(b"") == Failure(AuthFailure.MALFORMED)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..principal import Principal
+from ..quota import Quota
 from .schemes import StoredPassword
 
 
@@ -18,6 +19,7 @@ class UserEntry:
     name: str
     password: StoredPassword | None  # None: this user cannot log in with a password
     home: str | None = None
+    quota: Quota | None = None  # from the extra fields; None: the configured default applies
 
     def principal(self) -> Principal:
         return Principal(self.name, self.home)

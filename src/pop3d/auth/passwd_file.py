@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from ..quota import quota_from_extra_fields
 from .base import AuthUnavailable, UserEntry
 from .schemes import StoredPassword, UnknownScheme, hash_argon2id
 
@@ -28,7 +29,9 @@ def parse_passwd_line(line: str) -> UserEntry:
         raise ValueError("empty user name")
     password = StoredPassword.parse(fields[1]) if len(fields) > 1 and fields[1] else None
     home = fields[5] if len(fields) > 5 and fields[5] else None
-    return UserEntry(name, password, home)
+    # Extra fields may hold colons themselves (quota rules do): they are all the rest.
+    extra = dict(f.partition("=")[::2] for f in ":".join(fields[7:]).split())
+    return UserEntry(name, password, home, quota_from_extra_fields(extra))
 
 
 class PasswdFile:
@@ -41,6 +44,9 @@ class PasswdFile:
 
     def lookup(self, name: str) -> UserEntry | None:
         return self._current().get(name)
+
+    def users(self) -> list[UserEntry]:
+        return list(self._current().values())
 
     def timing_dummy(self) -> StoredPassword:
         self._current()

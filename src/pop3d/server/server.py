@@ -20,6 +20,8 @@ from ..auth.passwd_file import PasswdFile
 from ..auth.sasl import MECHANISMS
 from ..auth.sasl.base import Exchange
 from ..config import Address, Config
+from ..ingress.delivery import Deliverer
+from ..ingress.lmtp import start_lmtp
 from ..protocol.connection import SaslOffer, SessionPolicy, State
 from ..protocol.replies import RespCode, err
 from ..store.base import Mailstore
@@ -59,13 +61,14 @@ class Pop3Server:
         self._custom_store = store is not None
         self.users: UserDatabase = users or PasswdFile(config.passwd_file)
         self.authenticator = Authenticator(self.users, self.auth_pool)
-        self.store: Mailstore = store or MaildirStore(config.maildir_template, self._io_pool)
+        self.store: Mailstore = store or _maildir_store(config, self._io_pool)
         self.tls_context: ssl.SSLContext | None = _tls_context(config)
         self.penalty = LoginPenalty(config.auth)
         self.sessions: set[Pop3Session] = set()
         self._per_ip: Counter[str] = Counter()
         self.handshakes = 0
         self._servers: list[asyncio.Server] = []
+        self._lmtp: list[asyncio.Server] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
@@ -88,6 +91,12 @@ class Pop3Server:
             await self._listen(address, implicit_tls=False)
         for address in self.config.server.listen_tls:
             await self._listen(address, implicit_tls=True)
+        if self.config.lmtp.listen:
+            if not isinstance(self.store, MaildirStore):
+                raise ValueError("[lmtp] delivers into Maildirs: it needs the Maildir store")
+            self._lmtp = await start_lmtp(
+                self.config.lmtp.listen, self.deliverer, self.config, self._io_pool
+            )
 
     async def _listen(self, address: Address, *, implicit_tls: bool) -> None:
         # TLS is not handed to create_server: each session runs its own handshake (the same
@@ -133,9 +142,10 @@ class Pop3Server:
 
         A session cut off here never reaches UPDATE, so it deletes nothing.
         """
-        for server in self._servers:
+        for server in [*self._servers, *self._lmtp]:
             server.close()
         self._servers.clear()
+        self._lmtp.clear()
         for session in list(self.sessions):
             if session.state is not State.TRANSACTION and not session.busy:
                 session.abort_for_shutdown()
@@ -174,8 +184,8 @@ class Pop3Server:
         if not self._custom_users and config.passwd_file != self.config.passwd_file:
             users = PasswdFile(config.passwd_file)
         store = self.store
-        if not self._custom_store and config.maildir_template != self.config.maildir_template:
-            store = MaildirStore(config.maildir_template, self._io_pool)
+        if not self._custom_store and config.maildir != self.config.maildir:
+            store = _maildir_store(config, self._io_pool)
         if (config.server.listen, config.server.listen_tls) != (
             self.config.server.listen,
             self.config.server.listen_tls,
@@ -215,6 +225,15 @@ class Pop3Server:
         if not self.sessions and self._empty is not None:
             self._empty.set()
 
+    def deliverer(self) -> Deliverer:
+        """For LMTP: built per call, so a reload's users, quotas and paths apply at once."""
+        assert isinstance(self.store, MaildirStore)
+        return Deliverer(self.config, self.users, self.store)
+
+    @property
+    def lmtp_addresses(self) -> list[Any]:
+        return [sock.getsockname() for s in self._lmtp for sock in s.sockets]
+
     def mechanism(self, name: str) -> type[Exchange]:
         return MECHANISMS[name]
 
@@ -249,6 +268,10 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     if config.tls.cert is None or config.tls.key is None:
         return None
     return server_context(config.tls.cert, config.tls.key)
+
+
+def _maildir_store(config: Config, pool: ThreadPoolExecutor) -> MaildirStore:
+    return MaildirStore(config.maildir_template, pool, config.maildir.uidl_format)
 
 
 def _format(sockname: Any) -> str:

@@ -40,6 +40,7 @@ from .base import (
     StorePermanentError,
     StoreUnavailable,
 )
+from .legacy_uidl import READERS, Reader
 
 log = logging.getLogger("pop3d.store")
 
@@ -109,10 +110,13 @@ def unique_name() -> str:
     )
 
 
-def deliver(path: Path, chunks: Iterable[bytes]) -> str:
+def deliver(
+    path: Path, chunks: Iterable[bytes], before_commit: Callable[[int], None] | None = None
+) -> str:
     """Store one message durably: write to tmp/, fsync, rename into new/ (the name carries
     ,S= and ,W= sizes so no reader ever has to measure it). Returns the file name.
 
+    `before_commit`, given the size written, may raise to refuse the message (a quota check).
     Nothing is visible in new/ until the message is complete and on disk; on any failure the
     temporary file is removed and the error raised.
     """
@@ -130,6 +134,8 @@ def deliver(path: Path, chunks: Iterable[bytes]) -> str:
                 wire.feed(chunk)
             f.flush()
             os.fsync(f.fileno())
+        if before_commit is not None:
+            before_commit(size)
         final = f"{name},S={size},W={wire.finish()}"
         os.rename(tmp, path / "new" / final)
     except BaseException:
@@ -143,9 +149,12 @@ def deliver(path: Path, chunks: Iterable[bytes]) -> str:
 class MaildirStore:
     """Maildirs found through a path template with {user}, {local}, {domain} and {home}."""
 
-    def __init__(self, template: str, executor: Executor | None = None) -> None:
+    def __init__(
+        self, template: str, executor: Executor | None = None, uidl_format: str = "unique"
+    ) -> None:
         self.template = template
         self._executor = executor
+        self._legacy = READERS[uidl_format]
 
     def path_for(self, principal: Principal) -> Path:
         if not is_safe_user_name(principal.name):
@@ -178,11 +187,53 @@ class MaildirStore:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise MaildropLocked(f"maildir {path} is locked") from None
-            messages = _snapshot(path)
+            messages = _snapshot(path, self._legacy)
         except BaseException:
             os.close(lock)
             raise
         return MaildirMaildrop(path, lock, messages, self._executor)
+
+
+def usage(path: Path) -> tuple[int, int]:
+    """Octets on disk and number of messages in a Maildir (sizes from ,S= where present)."""
+    octets = count = 0
+    for ref in _scan(path).values():
+        match = re.search(r",S=(\d+)", ref.base)
+        if match:
+            octets += int(match.group(1))
+        else:
+            try:
+                octets += os.stat(path / ref.subdir / ref.name).st_size
+            except FileNotFoundError:
+                continue
+        count += 1
+    return octets, count
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirStats:
+    messages: int
+    octets: int  # as POP3 reports them
+    oldest: float | None  # delivery times, seconds since the epoch
+    newest: float | None
+
+
+def maildir_stats(path: Path) -> MaildirStats:
+    """A look at a Maildir without taking the POP3 lock (an admin command, not a session)."""
+    messages = _snapshot(path, None) if path.is_dir() else []
+    times = []
+    for message in messages:
+        ref = message.ref
+        assert isinstance(ref, MaildirRef)
+        seconds = _order_key(ref.base)[0]
+        if not seconds:
+            with contextlib.suppress(OSError):
+                seconds = int(os.stat(path / ref.subdir / ref.name).st_mtime)
+        times.append(seconds)
+    return MaildirStats(
+        len(messages), sum(m.size for m in messages), min(times, default=None),
+        max(times, default=None),
+    )  # fmt: skip
 
 
 def _scan(path: Path) -> dict[str, MaildirRef]:
@@ -204,8 +255,15 @@ def _scan(path: Path) -> dict[str, MaildirRef]:
     return found
 
 
-def _snapshot(path: Path) -> list[MessageInfo]:
-    refs = sorted(_scan(path).values(), key=lambda r: _order_key(r.base))
+def _snapshot(path: Path, legacy_reader: Reader | None) -> list[MessageInfo]:
+    legacy = legacy_reader(path) if legacy_reader else {}
+
+    def order(ref: MaildirRef) -> tuple[int, int, int, str]:
+        # What the previous server knew comes first, in its order; then ours, oldest first.
+        known = legacy.get(ref.base)
+        return (0, known.order, 0, "") if known else (1, *_order_key(ref.base))
+
+    refs = sorted(_scan(path).values(), key=order)
     cached = _read_sizes(path)
     computed: dict[str, int] = {}
     messages: list[MessageInfo] = []
@@ -225,7 +283,8 @@ def _snapshot(path: Path) -> list[MessageInfo]:
             computed[ref.base] = size
         elif ref.base in cached:
             computed[ref.base] = size
-        messages.append(MessageInfo(uidl_for(ref.base), size, ref))
+        known = legacy.get(ref.base)
+        messages.append(MessageInfo(known.uidl if known else uidl_for(ref.base), size, ref))
     if computed.keys() != cached.keys():
         _write_sizes(path, computed)
     return messages

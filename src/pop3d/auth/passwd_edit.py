@@ -1,0 +1,83 @@
+"""Editing a passwd-file safely: one editor at a time, and never a half-written file.
+
+An edit takes an exclusive lock on `<file>.lock` (so two admins wait for each other), reads the
+lines, lets the caller change them, writes a temporary file beside the original, fsyncs it and
+renames it over the original. Readers (a running pop3d) see the old file or the new one.
+Lines the edit does not touch, comments included, stay as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class PasswdEditError(Exception):
+    pass
+
+
+def user_of(line: str) -> str | None:
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    return line.split(":", 1)[0]
+
+
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[list[str]]:
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            lines, mode = [], 0o600
+        yield lines
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write("".join(line + "\n" for line in lines))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def find(lines: list[str], user: str) -> int | None:
+    return next((i for i, line in enumerate(lines) if user_of(line) == user), None)
+
+
+def add_user(path: Path, user: str, password_field: str) -> None:
+    with editing(path) as lines:
+        if find(lines, user) is not None:
+            raise PasswdEditError(f"user {user} already exists")
+        lines.append(f"{user}:{password_field}::::::")
+
+
+def set_password(path: Path, user: str, password_field: str) -> None:
+    with editing(path) as lines:
+        index = find(lines, user)
+        if index is None:
+            raise PasswdEditError(f"no user {user}")
+        fields = lines[index].split(":")
+        fields[1:2] = [password_field]
+        lines[index] = ":".join(fields)
+
+
+def delete_user(path: Path, user: str) -> None:
+    with editing(path) as lines:
+        index = find(lines, user)
+        if index is None:
+            raise PasswdEditError(f"no user {user}")
+        del lines[index]

@@ -1,0 +1,1 @@
+"""Mail coming in: the delivery logic, the LMTP listener and the `pop3d deliver` agent."""
