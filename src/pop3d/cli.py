@@ -19,7 +19,7 @@ from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_passwo
 from .auth.passwd_file import PasswdFile
 from .auth.schemes import hash_argon2id
 from .config import Config, ConfigError, load_config
-from .ingress.delivery import Deliverer, Outcome
+from .ingress.delivery import Deliverer, Outcome, without_from_line
 from .principal import Principal, is_safe_user_name
 from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
 
@@ -129,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config)
     import asyncio  # noqa: PLC0415 - see the imports
 
+    _choose_event_loop(config.server.event_loop)
     try:
         asyncio.run(_run(config, config_path))
     except OSError as exc:
@@ -155,7 +156,8 @@ def _deliver(args: argparse.Namespace) -> int:
         outcome = Outcome.UNKNOWN_USER
     else:
         stdin = sys.stdin.buffer
-        outcome = deliverer.deliver(recipient, iter(lambda: stdin.read(1 << 16), b""))
+        message = without_from_line(iter(lambda: stdin.read(1 << 16), b""))
+        outcome = deliverer.deliver(recipient, message)
     if outcome is not Outcome.DELIVERED:
         print(f"pop3d deliver: {outcome.reply(args.user)}", file=sys.stderr)
     return outcome.exit_code
@@ -265,6 +267,18 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choose_event_loop(choice: str) -> None:
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        if choice == "uvloop":
+            raise CommandError("[server] event_loop = uvloop: not installed", 78) from None
+        return
+    uvloop.install()
+
+
 async def _run(config: Config, config_path: Path) -> None:
     import asyncio  # noqa: PLC0415 - see the imports
 
@@ -276,7 +290,7 @@ async def _run(config: Config, config_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
-    log.info("pop3d %s ready", __version__)
+    log.info("pop3d %s ready (%s)", __version__, type(loop).__module__.split(".")[0])
     await server.serve_forever()
     log.info("stopped")
 

@@ -101,6 +101,13 @@ class ServerConfig:
             "debug, info, warning or error.", choices=("debug", "info", "warning", "error")
         ),
     )
+    event_loop: str = field(
+        default="auto",
+        metadata=_doc(
+            "asyncio, uvloop, or auto (uvloop when installed: `pip install pop3d[uvloop]`).",
+            choices=("auto", "asyncio", "uvloop"),
+        ),
+    )
     io_threads: int = field(
         default=16, metadata=_doc("Threads for Maildir scans and reads.", minimum=1)
     )

@@ -6,13 +6,15 @@
 
 Users get `{PLAIN}` passwords unless a full `{SCHEME}...` field is given. Failed logins are
 answered at once (`failure_delay = 0`) and `stop()` cuts sessions off after one second
-(`shutdown_timeout = 1`), unless the config given says otherwise.
+(`shutdown_timeout = 1`), unless the config given says otherwise. The event loop is uvloop when
+installed, or what `POP3D_TEST_EVENT_LOOP` (asyncio, uvloop, auto) says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -58,7 +60,11 @@ class ServerThread:
         passwd.write_text("".join(lines))
         data = _merge(
             {
-                "server": {"listen": ["127.0.0.1:0"], "shutdown_timeout": 1},
+                "server": {
+                    "listen": ["127.0.0.1:0"],
+                    "shutdown_timeout": 1,
+                    "event_loop": os.environ.get("POP3D_TEST_EVENT_LOOP", "auto"),
+                },
                 "auth": {"passwd_file": "users.passwd", "failure_delay": 0},
                 "maildir": {"path": "mail/{user}/Maildir"},
             },
@@ -111,6 +117,15 @@ class ServerThread:
             started.set_result(None)
             await self.server.serve_forever()
 
+        if self.config.server.event_loop != "asyncio":
+            try:
+                import uvloop  # noqa: PLC0415 - optional
+            except ImportError:
+                if self.config.server.event_loop == "uvloop":
+                    raise
+            else:
+                uvloop.run(main())
+                return
         asyncio.run(main())
 
     def stop(self) -> None:

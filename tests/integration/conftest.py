@@ -138,6 +138,7 @@ def write_config(root: Path, users: dict[str, str], extra: str = "") -> Path:
     config = root / "pop3d.toml"
     config.write_text(
         '[server]\nlisten = ["127.0.0.1:0"]\nshutdown_timeout = 5\n'
+        f'event_loop = "{os.environ.get("POP3D_TEST_EVENT_LOOP", "auto")}"\n'
         '[auth]\npasswd_file = "users.passwd"\n'
         '[maildir]\npath = "mail/{user}/Maildir"\n' + extra
     )

@@ -335,3 +335,26 @@ def test_lmtp_needs_os_sockets_cleaned(tmp_path: Path) -> None:
     with lmtp_server(tmp_path) as server:
         assert os.path.exists(tmp_path / "lmtp.sock")
         assert lmtp(server).noop()[0] == 250
+
+
+def test_a_null_sender_is_an_empty_return_path(server: ServerThread) -> None:
+    client = lmtp(server)
+    assert client.sendmail("<>", ["alice"], MESSAGE) == {}
+    assert files(server, "alice")[0].read_bytes().startswith(b"Return-Path: <>\r\n")
+
+
+def test_the_lmtp_greeting_names_no_software(server: ServerThread) -> None:
+    client = smtplib.LMTP()
+    code, banner = client.connect("127.0.0.1", server.lmtp_port)
+    assert code == 220
+    assert b"Python" not in banner
+    assert b"SMTP" not in banner
+
+
+def test_deliver_drops_the_mbox_from_line(server: ServerThread, config_file: Path) -> None:
+    piped = b"From carol@sender.test  Tue Dec  1 11:35:03 2026\n" + MESSAGE
+    assert deliver(server, "alice", piped, config_file).returncode == 0
+    assert files(server, "alice")[0].read_bytes() == MESSAGE
+    # A message that merely starts with another header keeps every byte.
+    assert deliver(server, "bob@example.org", b"Fromage: yes\n\nx\n", config_file).returncode == 0
+    assert files(server, "bob@example.org")[0].read_bytes() == b"Fromage: yes\n\nx\n"

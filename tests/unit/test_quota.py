@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from pop3d.ingress.delivery import without_from_line
 from pop3d.quota import Quota, parse_size, quota_from_extra_fields
 
 
@@ -47,3 +48,16 @@ def test_limits() -> None:
     assert not Quota().exceeded(10**12, 10**6)
     assert Quota(100, 0).merged(Quota(0, 5)) == Quota(100, 5)
     assert Quota(100, 5).merged(None) == Quota(100, 5)
+
+
+def test_without_from_line() -> None:
+    def run(*chunks: bytes) -> bytes:
+        return b"".join(without_from_line(chunks))
+
+    assert (
+        run(b"From a@b  Tue Dec  1 11:35:03 2026\nSubject: x\n\nbody\n") == b"Subject: x\n\nbody\n"
+    )
+    assert run(b"Fr", b"om a@b date\nS: x\n", b"\nbody\n") == b"S: x\n\nbody\n"
+    assert run(b"Subject: x\n\nFrom here\n") == b"Subject: x\n\nFrom here\n"
+    assert run(b"Fro", b"m: x\n") == b"From: x\n"
+    assert run() == b""

@@ -52,6 +52,23 @@ class Recipient:
     quota: Quota
 
 
+def without_from_line(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The message without the mbox `From sender date` line an MTA's local delivery puts in
+    front of it (Postfix's local(8) for mailbox_command, procmail): it is no header, and
+    dovecot-lda and maildrop drop it too."""
+    iterator = iter(chunks)
+    head = b""
+    for chunk in iterator:
+        head += chunk
+        if b"\n" in head or (len(head) >= 5 and not head.startswith(b"From ")):
+            break
+    if head.startswith(b"From "):
+        head = head.partition(b"\n")[2]
+    if head:
+        yield head
+    yield from iterator
+
+
 class _Refused(Exception):
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome

@@ -89,7 +89,8 @@ class LmtpHandler:
         recipient = self.deliverer.resolve(address)
         if recipient is None:
             return Outcome.UNKNOWN_USER
-        trace = f"Return-Path: <{envelope.mail_from or ''}>\r\nDelivered-To: {address}\r\n"
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from  # <> bounces
+        trace = f"Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n"
         return self.deliverer.deliver(
             recipient, [trace.encode("utf-8", "surrogateescape"), content]
         )
@@ -136,6 +137,7 @@ async def start_lmtp(
             handler,
             data_size_limit=limit,
             enable_SMTPUTF8=True,
+            ident="LMTP ready",  # not aiosmtpd's "Python SMTP <version>": no software banner
             hostname=hostname,
             loop=loop,
         )

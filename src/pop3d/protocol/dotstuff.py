@@ -28,7 +28,9 @@ class LineEndNormalizer:
         self._held_cr = chunk.endswith(b"\r")
         if self._held_cr:
             chunk = chunk[:-1]
-        if chunk.count(b"\n") != chunk.count(b"\r\n"):
+        if b"\r" not in chunk:  # LF only, as Postfix and Exim write: one pass
+            return chunk.replace(b"\n", b"\r\n")
+        if chunk.count(b"\n") != chunk.count(b"\r\n"):  # mixed
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         return chunk
 

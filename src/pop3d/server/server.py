@@ -69,6 +69,9 @@ class Pop3Server:
         self.handshakes = 0
         self._servers: list[asyncio.Server] = []
         self._lmtp: list[asyncio.Server] = []
+        self._tls_sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._handshaking: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
@@ -99,24 +102,69 @@ class Pop3Server:
             )
 
     async def _listen(self, address: Address, *, implicit_tls: bool) -> None:
-        # TLS is not handed to create_server: each session runs its own handshake (the same
-        # path as STLS), so handshakes can be counted, timed and logged.
-        server = await self.loop.create_server(
-            lambda: Pop3Session(self, implicit_tls=implicit_tls),
-            address.host,
-            address.port,
-            reuse_address=True,
-            backlog=1024,
-        )
-        self._servers.append(server)
-        for sock in server.sockets:
+        if not implicit_tls:
+            server = await self.loop.create_server(
+                lambda: Pop3Session(self, implicit_tls=False),
+                address.host,
+                address.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append(server)
+            sockets = list(server.sockets)
+        else:
+            # Implicit TLS accepts by hand so that each handshake can be counted and timed
+            # before a session exists, and the TLS layer owns the socket from its first byte.
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            sock = socket.create_server(
+                (address.host, address.port), family=family, backlog=1024, reuse_port=False
+            )
+            sock.setblocking(False)
+            self._tls_sockets.append(sock)
+            self._accepting.append(self.loop.create_task(self._accept_tls(sock)))
+            sockets = [sock]
+        for sock in sockets:
             kind = "implicit TLS" if implicit_tls else "plain"
             log.info("listening on %s (%s)", _format(sock.getsockname()), kind)
 
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, peer = await self.loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("accept on the TLS listener failed: %s", exc)
+                await asyncio.sleep(0.1)  # out of file descriptors, say: do not spin
+                continue
+            task = self.loop.create_task(self._tls_handshake(conn, peer))
+            self._handshaking.add(task)
+            task.add_done_callback(self._handshaking.discard)
+
+    async def _tls_handshake(self, conn: socket.socket, peer: Any) -> None:
+        limits, context = self.config.limits, self.tls_context
+        if context is None or self.handshakes >= limits.max_tls_handshakes:
+            log.warning("peer=%s refused: too many TLS handshakes in progress", _format(peer))
+            conn.close()
+            return
+        self.handshakes += 1
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: Pop3Session(self, implicit_tls=True),
+                conn,
+                ssl=context,
+                ssl_handshake_timeout=limits.tls_handshake_timeout,
+            )
+        except (OSError, ConnectionError) as exc:
+            log.info("peer=%s TLS handshake failed: %s", _format(peer), exc or type(exc).__name__)
+            conn.close()
+        finally:
+            self.handshakes -= 1
+
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """Where the server listens, ports resolved (useful after listening on port 0)."""
-        return [sock.getsockname()[:2] for s in self._servers for sock in s.sockets]
+        """Where the server listens, ports resolved (useful after listening on port 0):
+        the plain listeners first, then the implicit-TLS ones."""
+        plain = [sock.getsockname()[:2] for s in self._servers for sock in s.sockets]
+        return plain + [sock.getsockname()[:2] for sock in self._tls_sockets]
 
     @property
     def port(self) -> int:
@@ -144,8 +192,14 @@ class Pop3Server:
         """
         for server in [*self._servers, *self._lmtp]:
             server.close()
+        for task in [*self._accepting, *self._handshaking]:
+            task.cancel()
+        for sock in self._tls_sockets:
+            sock.close()
         self._servers.clear()
         self._lmtp.clear()
+        self._accepting.clear()
+        self._tls_sockets.clear()
         for session in list(self.sessions):
             if session.state is not State.TRANSACTION and not session.busy:
                 session.abort_for_shutdown()

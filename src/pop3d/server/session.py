@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..auth.base import AuthUnavailable
 from ..auth.sasl.base import Challenge, Exchange, Failure, Success
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pop3d.session")
 
 MAX_QUEUED_INPUT = 64 * 1024
+WRITE_SIZE = 64 * 1024
 _ids = itertools.count(1)
 
 
@@ -90,7 +91,8 @@ class Pop3Session(asyncio.Protocol):
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but they are transports.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
@@ -107,10 +109,8 @@ class Pop3Session(asyncio.Protocol):
         self._admitted = True
         tls = " tls" if self.implicit_tls else ""
         log.info("session=%d peer=%s connect%s", self.id, self.peer, tls)
-        if self.implicit_tls:
-            self._task = self._loop.create_task(self._implicit_tls())
-        else:
-            self._begin()
+        self._tls = self.implicit_tls  # implicit TLS: the handshake is done when we get here
+        self._begin()
 
     def data_received(self, data: bytes) -> None:
         if self._core is None or self._closed:
@@ -360,24 +360,36 @@ class Pop3Session(asyncio.Protocol):
             core.message_failed(event.number, MessageFailure.TEMPORARY)
             return
         encoder = event.encoder
+        # Output is gathered into writes of WRITE_SIZE or more: a small message goes out as
+        # one write (status line, body, terminator), a syscall instead of three.
+        out, pending = [event.status_line], len(event.status_line)
+        started = False  # has the +OK gone out?
         try:
-            self._write(event.status_line)
             while not encoder.done:
                 chunk = await reader.read()
                 if not chunk:
                     break
-                self._write(encoder.feed(chunk))
-                self._last_activity = self._loop.time()
-                if self._write_paused:
-                    await self._drain()
-                if self._closed:
-                    return
-            self._write(encoder.finish())
+                data = encoder.feed(chunk)
+                out.append(data)
+                pending += len(data)
+                if pending >= WRITE_SIZE:
+                    self._write(b"".join(out))
+                    out, pending, started = [], 0, True
+                    self._last_activity = self._loop.time()
+                    if self._write_paused:
+                        await self._drain()
+                    if self._closed:
+                        return
+            out.append(encoder.finish())
+            self._write(b"".join(out))
         except (StoreError, OSError) as exc:
-            # The +OK is out: the only honest ending left is to drop the connection.
             log.error(
                 "session=%d peer=%s message %d broke off: %s", self.id, self.peer, event.number, exc
             )
+            if not started:
+                core.message_failed(event.number, MessageFailure.TEMPORARY)
+                return
+            # The +OK is out: the only honest ending left is to drop the connection.
             self._close("message read failed")
             return
         finally:
@@ -415,14 +427,8 @@ class Pop3Session(asyncio.Protocol):
 
     # ---- TLS ----------------------------------------------------------------------------
 
-    async def _implicit_tls(self) -> None:
-        ok = await self._handshake()
-        self._task = None
-        if ok:
-            self._begin()
-
     async def _handshake(self) -> bool:
-        """Upgrade the transport to TLS; False (and the connection closed) if that failed."""
+        """STLS: upgrade the transport to TLS; False (and the connection closed) on failure."""
         server = self.server
         context, limits = server.tls_context, server.config.limits
         transport = self._transport
@@ -453,7 +459,6 @@ class Pop3Session(asyncio.Protocol):
         if tls_transport is None or self._closed:
             self._finish()
             return False
-        assert isinstance(tls_transport, asyncio.Transport)
         self._transport = tls_transport
         self._tls = True
         self._reading_paused = False
@@ -495,12 +500,7 @@ class Pop3Session(asyncio.Protocol):
 
     def abort(self, tell_core: Callable[[], None]) -> None:
         """End the session now, after the core has queued its parting -ERR."""
-        if self._closed:
-            return
-        if self._core is None:  # still in the TLS handshake
-            assert self._transport is not None
-            self.close_reason = "aborted"
-            self._transport.abort()
+        if self._closed or self._core is None:
             return
         if self._task is not None and not isinstance(self._waiting_event, Expunge):
             self._task.cancel()
@@ -511,7 +511,8 @@ class Pop3Session(asyncio.Protocol):
             self._close("aborted")
 
     def abort_for_shutdown(self) -> None:
-        self.abort(self._core.shutting_down if self._core else lambda: None)
+        if self._core is not None:
+            self.abort(self._core.shutting_down)
 
     @property
     def state(self) -> State | None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from ..principal import Principal, is_safe_user_name
 from ..protocol.dotstuff import WireSizeCounter, wire_size
@@ -47,6 +47,7 @@ log = logging.getLogger("pop3d.store")
 LOCK_FILE = "pop3d-lock"
 SIZES_FILE = "pop3d-sizes"
 CHUNK_SIZE = 256 * 1024
+READ_AHEAD = 512 * 1024
 _SUBDIRS = ("new", "cur")
 _SIZE_FIELD = re.compile(r",([SW])=(\d+)")
 _ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
@@ -323,24 +324,34 @@ def _write_sizes(path: Path, sizes: dict[str, int]) -> None:
 
 
 class MaildirMessageReader:
-    __slots__ = ("_executor", "_file", "_first")
+    """Chunks of one message file. A small message was read whole when it was opened."""
 
-    def __init__(self, file: BinaryIO, first: bytes, executor: Executor | None) -> None:
-        self._file = file
-        self._first: bytes | None = first
+    __slots__ = ("_executor", "_fd", "_pending")
+
+    def __init__(self, fd: int | None, first: bytes, executor: Executor | None) -> None:
+        self._fd = fd  # None once the whole message is in hand
+        self._pending: bytes | None = first
         self._executor = executor
 
     async def read(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
             return chunk
-        return await _run(self._executor, self._file.read, CHUNK_SIZE)
+        if self._fd is None:
+            return b""
+        return await _run(self._executor, os.read, self._fd, CHUNK_SIZE)
 
     async def close(self) -> None:
-        self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class MaildirMaildrop:
+    """A locked Maildir. Clients mostly RETR one message after another, so asking for a small
+    message also reads the small ones after it (up to READ_AHEAD octets) in the same trip to
+    the thread pool; the next RETR then needs no trip at all."""
+
     def __init__(
         self, path: Path, lock: int, messages: list[MessageInfo], executor: Executor | None
     ) -> None:
@@ -348,35 +359,71 @@ class MaildirMaildrop:
         self._lock: int | None = lock
         self._messages = messages
         self._executor = executor
+        self._position = {m.ref: i for i, m in enumerate(messages)}
+        self._read_ahead: dict[object, bytes] = {}
 
     @property
     def messages(self) -> Sequence[MessageInfo]:
         return self._messages
 
     async def open_message(self, message: MessageInfo) -> MaildirMessageReader:
-        return await _run(self._executor, self._open_message, message)
+        data = self._read_ahead.pop(message.ref, None)
+        if data is not None:
+            return MaildirMessageReader(None, data, self._executor)
+        fd, first, ahead = await _run(self._executor, self._open_message, message)
+        self._read_ahead = ahead
+        return MaildirMessageReader(fd, first, self._executor)
 
-    def _open_message(self, message: MessageInfo) -> MaildirMessageReader:
+    def _open_message(self, message: MessageInfo) -> tuple[int | None, bytes, dict[object, bytes]]:
         ref = message.ref
         assert isinstance(ref, MaildirRef)
         try:
-            file = self._open_ref(ref)
-            first = file.read(CHUNK_SIZE)
+            fd, first = self._start_reading(ref)
         except FileNotFoundError:
             raise MessageGone(f"{ref.base} is no longer in {self.path}") from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {ref.base} in {self.path}: {exc}") from exc
-        return MaildirMessageReader(file, first, self._executor)
+        ahead: dict[object, bytes] = {}
+        if fd is None:
+            budget = READ_AHEAD
+            for following in self._messages[self._position[ref] + 1 :]:
+                if following.size > budget:
+                    break
+                assert isinstance(following.ref, MaildirRef)
+                try:
+                    next_fd, data = self._start_reading(following.ref)
+                except OSError:
+                    break  # it will be looked for (and reported) when it is asked for
+                if next_fd is not None:
+                    os.close(next_fd)
+                    break
+                ahead[following.ref] = data
+                budget -= len(data)
+        return fd, first, ahead
 
-    def _open_ref(self, ref: MaildirRef) -> BinaryIO:
+    def _start_reading(self, ref: MaildirRef) -> tuple[int | None, bytes]:
+        """The open file and its first chunk, or (None, everything) for a small file."""
+        fd = self._open_ref(ref)
         try:
-            return open(self.path / ref.subdir / ref.name, "rb")
+            first = os.read(fd, CHUNK_SIZE)
+            if len(first) < CHUNK_SIZE:  # a regular file reads short only at its end
+                os.close(fd)
+                return None, first
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, first
+
+    def _open_ref(self, ref: MaildirRef) -> int:
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        try:
+            return os.open(f"{self.path}/{ref.subdir}/{ref.name}", flags)
         except FileNotFoundError:
             # Another client may have moved it to cur/ or changed its flags: find it by base.
             current = _scan(self.path).get(ref.base)
             if current is None:
                 raise
-            return open(self.path / current.subdir / current.name, "rb")
+            return os.open(f"{self.path}/{current.subdir}/{current.name}", flags)
 
     async def expunge(self, messages: Sequence[MessageInfo]) -> ExpungeResult:
         return await _run(self._executor, self._expunge, messages)
