@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import getpass
 import logging
+import os
+import resource
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +29,7 @@ from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
 
 if TYPE_CHECKING:
     from .server import Pop3Server
+    from .server.listeners import Listeners
 
 # The server (asyncio, TLS, LMTP) is imported only by the commands that use it: `pop3d deliver`
 # runs once per message and should start fast.
@@ -129,11 +134,77 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config)
     import asyncio  # noqa: PLC0415 - see the imports
 
-    _choose_event_loop(config.server.event_loop)
+    from .server.listeners import bind  # noqa: PLC0415 - see the imports
+
+    _raise_fd_limit()
     try:
-        asyncio.run(_run(config, config_path))
+        listeners = bind(config)
     except OSError as exc:
-        raise CommandError(f"cannot start: {exc}", 71) from None  # EX_OSERR
+        raise CommandError(f"cannot listen: {exc}", 71) from None  # EX_OSERR
+    _choose_event_loop(config.server.event_loop)
+    if config.server.workers > 1:
+        return _supervise(config, config_path, listeners)
+    try:
+        asyncio.run(_run(config, config_path, listeners))
+    except OSError as exc:
+        raise CommandError(f"cannot start: {exc}", 71) from None
+    return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every session holds a socket: allow as many files as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _supervise(config: Config, config_path: Path, listeners: Listeners) -> int:
+    """Run `workers` processes on the same listening sockets; pass signals on; restart a
+    worker that dies (at most a few times a minute, so a broken one cannot spin)."""
+    import asyncio  # noqa: PLC0415 - see the imports
+
+    def spawn() -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 0
+            try:
+                asyncio.run(_run(config, config_path, listeners))
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 70
+            os._exit(code)
+        return pid
+
+    workers = {spawn() for _ in range(config.server.workers)}
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or sig != signal.SIGHUP
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    log.info("pop3d %s ready (%d workers)", __version__, len(workers))
+    restarts: list[float] = []
+    while workers:
+        pid, status = os.wait()
+        workers.discard(pid)
+        if stopping:
+            continue
+        log.error("worker %d exited (status %d)", pid, os.waitstatus_to_exitcode(status))
+        restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+        if len(restarts) > 5:
+            log.error("workers keep dying: stopping")
+            forward(signal.SIGTERM, None)
+            continue
+        workers.add(spawn())
+    listeners.close()
+    log.info("stopped")
     return 0
 
 
@@ -279,20 +350,22 @@ def _choose_event_loop(choice: str) -> None:
     uvloop.install()
 
 
-async def _run(config: Config, config_path: Path) -> None:
+async def _run(config: Config, config_path: Path, listeners: Listeners) -> None:
     import asyncio  # noqa: PLC0415 - see the imports
 
     from .server import Pop3Server  # noqa: PLC0415
 
     server = Pop3Server(config)
-    await server.start()
+    await server.start(listeners)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
-    log.info("pop3d %s ready (%s)", __version__, type(loop).__module__.split(".")[0])
+    if config.server.workers == 1:
+        log.info("pop3d %s ready (%s)", __version__, type(loop).__module__.split(".")[0])
     await server.serve_forever()
-    log.info("stopped")
+    if config.server.workers == 1:
+        log.info("stopped")
 
 
 def _reload(server: Pop3Server, config_path: Path) -> None:
@@ -304,9 +377,10 @@ def _reload(server: Pop3Server, config_path: Path) -> None:
 
 
 def _setup_logging(config: Config) -> None:
+    worker = "[%(process)d]" if config.server.workers > 1 else ""
     logging.basicConfig(
         level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s",
         stream=sys.stderr,
     )
 

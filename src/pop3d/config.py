@@ -108,6 +108,12 @@ class ServerConfig:
             choices=("auto", "asyncio", "uvloop"),
         ),
     )
+    workers: int = field(
+        default=1,
+        metadata=_doc(
+            "Processes serving the same listeners (one per core uses them all).", minimum=1
+        ),
+    )
     io_threads: int = field(
         default=16, metadata=_doc("Threads for Maildir scans and reads.", minimum=1)
     )

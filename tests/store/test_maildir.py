@@ -195,3 +195,27 @@ def test_the_lock_holds_across_processes_and_dies_with_its_holder(store: Maildir
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert listing(store) == []  # no stale lock after kill -9
+
+
+def _age(maildir: Path) -> None:
+    """Make new/ and cur/ look untouched for a minute, so a listing of them is kept."""
+    past = time.time_ns() - 60 * 1_000_000_000
+    for sub in ("new", "cur"):
+        os.utime(maildir / sub, ns=(past, past))
+
+
+def test_a_kept_listing_is_never_stale(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000000.M1P1.h", b"one\n")
+    _age(md)
+    first = listing(store)
+    assert listing(store) == first  # unchanged directories: the kept listing
+    put(md, "new", "1700000001.M1P1.h", b"two\n")  # the same second: mtime moves anyway
+    assert [m.uidl for m in listing(store)] == ["1700000000.M1P1.h", "1700000001.M1P1.h"]
+    _age(md)
+    listing(store)
+    os.rename(md / "new/1700000000.M1P1.h", md / "cur/1700000000.M1P1.h:2,S")
+    (md / "new/1700000001.M1P1.h").unlink()
+    after = listing(store)
+    assert [m.uidl for m in after] == ["1700000000.M1P1.h"]
+    assert after[0].ref == MaildirRef("cur", "1700000000.M1P1.h:2,S", "1700000000.M1P1.h")

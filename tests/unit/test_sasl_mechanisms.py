@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import scramp
 
 from pop3d.auth.authenticator import Authenticator
 from pop3d.auth.base import UserEntry
 from pop3d.auth.sasl import MECHANISMS
 from pop3d.auth.sasl.base import Challenge, Failure, Success
-from pop3d.auth.schemes import StoredPassword
+from pop3d.auth.schemes import StoredPassword, hash_argon2id
 from pop3d.protocol.events import AuthFailure, PasswordCredentials
 
 
@@ -25,6 +29,9 @@ class Users:
         self.dummy_checks += 1
         return self._dummy
 
+    def recent(self, name: str) -> tuple[UserEntry | None, StoredPassword]:
+        return self.entries.get(name), self._dummy
+
 
 def auth(**passwords: str) -> tuple[Authenticator, Users]:
     users = Users(**passwords)
@@ -39,6 +46,42 @@ def test_unknown_users_cost_a_verification_like_known_ones() -> None:
     assert users.dummy_checks == 2
     assert authenticator.login_blocking(PasswordCredentials("alice", b"pw")) is not None
     assert users.dummy_checks == 2
+
+
+def test_cheap_passwords_are_checked_without_a_thread() -> None:
+    authenticator, users = auth(alice="{PLAIN}pw", bob="{SHA256}" + "x")
+    executor_calls = []
+
+    class NoThreads:
+        def submit(self, *args: object) -> None:
+            executor_calls.append(args)
+            raise AssertionError("no thread wanted here")
+
+    authenticator = Authenticator(users, NoThreads())  # type: ignore[arg-type]
+    ok = asyncio.run(authenticator.login(PasswordCredentials("alice", b"pw")))
+    assert ok is not None
+    assert ok.name == "alice"
+    assert asyncio.run(authenticator.login(PasswordCredentials("nobody", b"pw"))) is None
+    assert users.dummy_checks == 1  # the unknown user was checked against the stand-in, inline
+    assert executor_calls == []
+
+
+def test_costly_passwords_go_to_the_pool() -> None:
+    users = Users(carol=hash_argon2id(b"pw"))
+    pool = ThreadPoolExecutor(1)
+    authenticator = Authenticator(users, pool)
+    threads = []
+    original = authenticator.login_blocking
+
+    def spy(credentials: PasswordCredentials) -> object:
+        threads.append(threading.current_thread().name)
+        return original(credentials)
+
+    authenticator.login_blocking = spy  # type: ignore[method-assign,assignment]
+    assert asyncio.run(authenticator.login(PasswordCredentials("carol", b"pw"))) is not None
+    assert threads
+    assert threads[0] != "MainThread"
+    pool.shutdown()
 
 
 def test_plain_exchange() -> None:

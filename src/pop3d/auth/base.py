@@ -32,6 +32,11 @@ class UserDatabase(Protocol):
         """The user, None if unknown; raises AuthUnavailable if the database is unreadable."""
         ...
 
+    def recent(self, name: str) -> tuple[UserEntry | None, StoredPassword] | None:
+        """Without I/O: (the user or None, the stand-in password), if the database has been
+        checked within the last second; None when only a blocking lookup can tell."""
+        ...
+
     def timing_dummy(self) -> StoredPassword:
         """A password of the kind most users have, verified for unknown users so that they
         cost the same time as known ones."""

@@ -1,9 +1,9 @@
 """Dovecot's passwd-file: `user:password:uid:gid:gecos:home:shell:extra_fields`.
 
 Only the first field is required. Blank lines and lines starting with `#` are skipped. The
-file is re-read when it changes (checked at each lookup, a stat), so users can be added and
-passwords changed without a restart. A line that cannot be used is logged by number, never by
-content (it holds a hash), and skipped.
+file is re-read when it changes (checked with a stat at a lookup, at most a second after the
+last check), so users can be added and passwords changed without a restart. A line that
+cannot be used is logged by number, never by content (it holds a hash), and skipped.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from .base import AuthUnavailable, UserEntry
 from .schemes import StoredPassword, UnknownScheme, hash_argon2id
 
 log = logging.getLogger("pop3d.auth")
+
+# A lookup may answer from memory for this long after the file was last checked: a password
+# changed in the file applies within a second.
+FRESH_FOR = 1.0
 
 
 def parse_passwd_line(line: str) -> UserEntry:
@@ -41,9 +46,15 @@ class PasswdFile:
         self._signature: tuple[int, int, int] | None = None
         self._users: dict[str, UserEntry] = {}
         self._dummy: StoredPassword | None = None
+        self._checked = float("-inf")  # when the file was last compared with what we hold
 
     def lookup(self, name: str) -> UserEntry | None:
         return self._current().get(name)
+
+    def recent(self, name: str) -> tuple[UserEntry | None, StoredPassword] | None:
+        if time.monotonic() - self._checked > FRESH_FOR or self._dummy is None:
+            return None
+        return self._users.get(name), self._dummy
 
     def users(self) -> list[UserEntry]:
         return list(self._current().values())
@@ -70,6 +81,7 @@ class PasswdFile:
                 self._users = self._load()
                 self._dummy = _pick_dummy(self._users)
                 self._signature = signature
+            self._checked = time.monotonic()
             return self._users
 
     def _load(self) -> dict[str, UserEntry]:

@@ -171,6 +171,21 @@ _DIGEST_SCHEMES = frozenset(
 # How Dovecot encodes these digests when no suffix is given.
 _HEX_BY_DEFAULT = frozenset({"PLAIN-MD5"})
 PLAINTEXT_SCHEMES = frozenset({"PLAIN", "CLEARTEXT"})
+# Deliberately slow (work factors): verified on a thread, never on the event loop. The others
+# are one digest or a comparison, microseconds.
+COSTLY_SCHEMES = frozenset(
+    {
+        "ARGON2ID",
+        "ARGON2I",
+        "BLF-CRYPT",
+        "SHA512-CRYPT",
+        "SHA256-CRYPT",
+        "MD5-CRYPT",
+        "CRYPT",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+    }
+)
 
 
 def _decode_digest(value: str) -> bytes | None:
@@ -214,6 +229,10 @@ class StoredPassword:
 
     def verify(self, password: bytes) -> bool:
         return SCHEMES[self.scheme](password, self.value)
+
+    @property
+    def costly(self) -> bool:
+        return self.scheme in COSTLY_SCHEMES
 
     def plaintext(self) -> bytes | None:
         """The password itself, when the scheme stores it (needed by APOP)."""

@@ -20,7 +20,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
-from ..config import Config, Endpoint
+from ..config import Config
 from .delivery import Deliverer, Outcome, Recipient
 
 log = logging.getLogger("pop3d.lmtp")
@@ -122,7 +122,7 @@ class Pop3dLmtp(LMTP):
 
 
 async def start_lmtp(
-    endpoints: tuple[Endpoint, ...],
+    sockets: list[socket.socket],
     deliverer: Callable[[], Deliverer],
     config: Config,
     executor: Executor | None,
@@ -142,20 +142,10 @@ async def start_lmtp(
             loop=loop,
         )
 
-    servers: list[asyncio.Server] = []
-    for endpoint in endpoints:
-        if endpoint.path is not None:
-            endpoint.path.unlink(missing_ok=True)
-            server = await loop.create_unix_server(factory, str(endpoint.path))
-            endpoint.path.chmod(0o666)  # as Dovecot's lmtp socket: any local MTA may deliver
+    servers = []
+    for sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            servers.append(await loop.create_unix_server(factory, sock=sock))
         else:
-            assert endpoint.address is not None
-            server = await loop.create_server(
-                factory, endpoint.address.host, endpoint.address.port, reuse_address=True
-            )
-        servers.append(server)
-        for sock in server.sockets:
-            name = sock.getsockname()
-            where = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
-            log.info("listening on %s (LMTP)", where)
+            servers.append(await loop.create_server(factory, sock=sock))
     return servers

@@ -241,8 +241,10 @@ class Connection:
             self._out.append(
                 err(f"{not_removed} of {marked} messages could not be deleted.", RespCode.SYS_TEMP)
             )
-        else:
+        elif marked:
             self._out.append(ok(f"Logging out, {_messages(marked)} deleted."))
+        else:
+            self._out.append(ok("Logging out."))
         self._close("quit")
 
     def tls_started(self) -> None:
@@ -415,12 +417,7 @@ class Connection:
             self._close("quit")
             return
         self.state = State.UPDATE
-        marked = self._view().marked()
-        if marked:
-            self._emit(Expunge(marked))
-        else:
-            self._reply(ok("Logging out."))
-            self._close("quit")
+        self._emit(Expunge(self._view().marked()))
 
     def _refuse_cleartext(self) -> bool:
         if self._plaintext_allowed():

@@ -81,7 +81,9 @@ class SendMessage:
 
 @dataclass(frozen=True, slots=True)
 class Expunge:
-    """UPDATE state: remove these messages, then call expunged."""
+    """UPDATE state (after QUIT): remove these messages (there may be none), release the
+    maildrop, then call expunged: the reply goes out once the lock is free, so a client that
+    reconnects at once finds its maildrop available."""
 
     messages: tuple[MessageInfo, ...]
 

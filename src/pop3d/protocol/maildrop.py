@@ -34,7 +34,7 @@ class MaildropView:
 
     def __init__(self, messages: Sequence[MessageInfo]) -> None:
         self._messages = tuple(messages)
-        self._octets = sum(m.size for m in self._messages)
+        self._octets = sum([m.size for m in self._messages])
         self._deleted: set[int] = set()  # indexes
         self._deleted_octets = 0
 

@@ -19,7 +19,7 @@ from ..auth.base import UserDatabase
 from ..auth.passwd_file import PasswdFile
 from ..auth.sasl import MECHANISMS
 from ..auth.sasl.base import Exchange
-from ..config import Address, Config
+from ..config import Config
 from ..ingress.delivery import Deliverer
 from ..ingress.lmtp import start_lmtp
 from ..protocol.connection import SaslOffer, SessionPolicy, State
@@ -27,6 +27,7 @@ from ..protocol.replies import RespCode, err
 from ..store.base import Mailstore
 from ..store.maildir import MaildirStore
 from ..tls import server_context
+from .listeners import Listeners, bind
 from .net import address_in
 from .penalty import LoginPenalty
 from .session import Pop3Session
@@ -69,7 +70,7 @@ class Pop3Server:
         self.handshakes = 0
         self._servers: list[asyncio.Server] = []
         self._lmtp: list[asyncio.Server] = []
-        self._tls_sockets: list[socket.socket] = []
+        self._listeners = Listeners()
         self._accepting: list[asyncio.Task[None]] = []
         self._handshaking: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -85,47 +86,29 @@ class Pop3Server:
         assert self._loop is not None, "server not started"
         return self._loop
 
-    async def start(self) -> None:
+    async def start(self, listeners: Listeners | None = None) -> None:
+        """Serve on `listeners` (bound beforehand, as workers do), or bind the config's."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        for address in self.config.server.listen:
-            await self._listen(address, implicit_tls=False)
-        for address in self.config.server.listen_tls:
-            await self._listen(address, implicit_tls=True)
-        if self.config.lmtp.listen:
+        self._listeners = listeners or bind(self.config)
+        for sock in self._listeners.plain:
+            self._servers.append(
+                await self.loop.create_server(
+                    lambda: Pop3Session(self, implicit_tls=False), sock=sock
+                )
+            )
+        # Implicit TLS accepts by hand so that each handshake can be counted and timed
+        # before a session exists, and the TLS layer owns the socket from its first byte.
+        for sock in self._listeners.tls:
+            self._accepting.append(self.loop.create_task(self._accept_tls(sock)))
+        if self._listeners.lmtp:
             if not isinstance(self.store, MaildirStore):
                 raise ValueError("[lmtp] delivers into Maildirs: it needs the Maildir store")
             self._lmtp = await start_lmtp(
-                self.config.lmtp.listen, self.deliverer, self.config, self._io_pool
+                self._listeners.lmtp, self.deliverer, self.config, self._io_pool
             )
-
-    async def _listen(self, address: Address, *, implicit_tls: bool) -> None:
-        if not implicit_tls:
-            server = await self.loop.create_server(
-                lambda: Pop3Session(self, implicit_tls=False),
-                address.host,
-                address.port,
-                reuse_address=True,
-                backlog=1024,
-            )
-            self._servers.append(server)
-            sockets = list(server.sockets)
-        else:
-            # Implicit TLS accepts by hand so that each handshake can be counted and timed
-            # before a session exists, and the TLS layer owns the socket from its first byte.
-            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-            sock = socket.create_server(
-                (address.host, address.port), family=family, backlog=1024, reuse_port=False
-            )
-            sock.setblocking(False)
-            self._tls_sockets.append(sock)
-            self._accepting.append(self.loop.create_task(self._accept_tls(sock)))
-            sockets = [sock]
-        for sock in sockets:
-            kind = "implicit TLS" if implicit_tls else "plain"
-            log.info("listening on %s (%s)", _format(sock.getsockname()), kind)
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         while True:
@@ -163,8 +146,8 @@ class Pop3Server:
     def addresses(self) -> list[tuple[str, int]]:
         """Where the server listens, ports resolved (useful after listening on port 0):
         the plain listeners first, then the implicit-TLS ones."""
-        plain = [sock.getsockname()[:2] for s in self._servers for sock in s.sockets]
-        return plain + [sock.getsockname()[:2] for sock in self._tls_sockets]
+        socks = [*self._listeners.plain, *self._listeners.tls]
+        return [sock.getsockname()[:2] for sock in socks]
 
     @property
     def port(self) -> int:
@@ -194,12 +177,10 @@ class Pop3Server:
             server.close()
         for task in [*self._accepting, *self._handshaking]:
             task.cancel()
-        for sock in self._tls_sockets:
-            sock.close()
+        self._listeners.close()
         self._servers.clear()
         self._lmtp.clear()
         self._accepting.clear()
-        self._tls_sockets.clear()
         for session in list(self.sessions):
             if session.state is not State.TRANSACTION and not session.busy:
                 session.abort_for_shutdown()
@@ -286,7 +267,7 @@ class Pop3Server:
 
     @property
     def lmtp_addresses(self) -> list[Any]:
-        return [sock.getsockname() for s in self._lmtp for sock in s.sockets]
+        return [sock.getsockname() for sock in self._listeners.lmtp]
 
     def mechanism(self, name: str) -> type[Exchange]:
         return MECHANISMS[name]
@@ -328,6 +309,6 @@ def _maildir_store(config: Config, pool: ThreadPoolExecutor) -> MaildirStore:
     return MaildirStore(config.maildir_template, pool, config.maildir.uidl_format)
 
 
-def _format(sockname: Any) -> str:
-    host, port = sockname[0], sockname[1]
+def _format(peer: Any) -> str:
+    host, port = peer[0], peer[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

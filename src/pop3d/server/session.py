@@ -57,6 +57,7 @@ log = logging.getLogger("pop3d.session")
 
 MAX_QUEUED_INPUT = 64 * 1024
 WRITE_SIZE = 64 * 1024
+WRITE_BUFFER = 1024 * 1024
 _ids = itertools.count(1)
 
 
@@ -110,6 +111,8 @@ class Pop3Session(asyncio.Protocol):
         tls = " tls" if self.implicit_tls else ""
         log.info("session=%d peer=%s connect%s", self.id, self.peer, tls)
         self._tls = self.implicit_tls  # implicit TLS: the handshake is done when we get here
+        # Room for a few chunks of a large RETR before the stream waits for the client.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._begin()
 
     def data_received(self, data: bytes) -> None:
@@ -165,6 +168,8 @@ class Pop3Session(asyncio.Protocol):
             if isinstance(event, Close):
                 self._close(event.reason)
                 return
+            if isinstance(event, SendMessage) and self._send_from_memory(core, event):
+                continue
             self._waiting_event = event
             self._task = self._loop.create_task(self._perform(event))
         self._flush()
@@ -348,6 +353,18 @@ class Pop3Session(asyncio.Protocol):
         log.info("session=%d peer=%s login user=%s messages=%d", self.id, self.peer, name, count)
         core.maildrop_opened(maildrop.messages)
 
+    def _send_from_memory(self, core: Connection, event: SendMessage) -> bool:
+        """RETR of a message the store has read ahead: one write, no task, no thread."""
+        assert self._maildrop is not None
+        data = self._maildrop.in_memory(event.message)
+        if data is None:
+            return False
+        encoder = event.encoder
+        self._write(b"".join((event.status_line, encoder.feed(data), encoder.finish())))
+        self._last_activity = self._loop.time()
+        core.message_sent()
+        return True
+
     async def _send_message(self, core: Connection, event: SendMessage) -> None:
         assert self._maildrop is not None
         try:
@@ -364,11 +381,12 @@ class Pop3Session(asyncio.Protocol):
         # one write (status line, body, terminator), a syscall instead of three.
         out, pending = [event.status_line], len(event.status_line)
         started = False  # has the +OK gone out?
+        following: asyncio.Task[bytes] | None = None
         try:
-            while not encoder.done:
-                chunk = await reader.read()
-                if not chunk:
-                    break
+            chunk = await reader.read()
+            while chunk and not encoder.done:
+                # The next chunk is read on the pool while this one is encoded and sent.
+                following = self._loop.create_task(reader.read())
                 data = encoder.feed(chunk)
                 out.append(data)
                 pending += len(data)
@@ -380,6 +398,8 @@ class Pop3Session(asyncio.Protocol):
                         await self._drain()
                     if self._closed:
                         return
+                chunk = await following
+                following = None
             out.append(encoder.finish())
             self._write(b"".join(out))
         except (StoreError, OSError) as exc:
@@ -393,6 +413,10 @@ class Pop3Session(asyncio.Protocol):
             self._close("message read failed")
             return
         finally:
+            if following is not None:
+                # Let a read in flight finish before its file is closed (its descriptor
+                # could otherwise be reused under it), whatever it returns.
+                await asyncio.gather(following, return_exceptions=True)
             await reader.close()
         core.message_sent()
 
@@ -402,18 +426,19 @@ class Pop3Session(asyncio.Protocol):
         self._drained = None
 
     async def _expunge(self, core: Connection, messages: Sequence[MessageInfo]) -> None:
-        assert self._maildrop is not None
-        try:
-            result = await self._maildrop.expunge(messages)
-        except (StoreError, OSError) as exc:
-            log.error("session=%d peer=%s expunge failed: %s", self.id, self.peer, exc)
-            core.expunged(len(messages))
-            return
-        if result.failed:
-            log.error(
-                "session=%d peer=%s %d messages not deleted", self.id, self.peer, result.failed
-            )
-        core.expunged(result.failed)
+        maildrop = self._maildrop
+        assert maildrop is not None
+        failed = 0
+        if messages:
+            try:
+                failed = (await maildrop.expunge(messages)).failed
+            except (StoreError, OSError) as exc:
+                log.error("session=%d peer=%s expunge failed: %s", self.id, self.peer, exc)
+                failed = len(messages)
+        if failed:
+            log.error("session=%d peer=%s %d messages not deleted", self.id, self.peer, failed)
+        await maildrop.close()  # before the reply: see Expunge
+        core.expunged(failed)
 
     def _release_maildrop(self) -> None:
         maildrop, self._maildrop = self._maildrop, None

@@ -59,6 +59,11 @@ class Maildrop(Protocol):
         """Raises MessageGone or StoreUnavailable before anything has been read."""
         ...
 
+    def in_memory(self, message: MessageInfo) -> bytes | None:
+        """The whole message if the store already holds it in memory (read ahead), so it can
+        be sent without a trip to a thread; None: use open_message. Never blocks."""
+        ...
+
     async def expunge(self, messages: Sequence[MessageInfo]) -> ExpungeResult: ...
 
     async def close(self) -> None:

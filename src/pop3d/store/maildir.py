@@ -23,7 +23,9 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -48,10 +50,11 @@ LOCK_FILE = "pop3d-lock"
 SIZES_FILE = "pop3d-sizes"
 CHUNK_SIZE = 256 * 1024
 READ_AHEAD = 512 * 1024
+STREAM_CHUNK = 1024 * 1024  # reads after the first, for large messages
 _SUBDIRS = ("new", "cur")
 _SIZE_FIELD = re.compile(r",([SW])=(\d+)")
-_ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
-_UIDL_CHARS = re.compile(r"[\x21-\x7e]{1,70}")
+_MICROSECONDS = re.compile(r"M(\d+)")
+SNAPSHOTS_KEPT = 1000  # maildrops whose last listing is kept, to skip a rescan when unchanged
 
 T = TypeVar("T")
 
@@ -73,20 +76,24 @@ def uidl_for(base: str) -> str:
 
     A unique name that is not 1..70 printable ASCII octets (RFC 1939 section 7) is hashed.
     """
-    uid = _SIZE_FIELD.sub("", base)
-    if _UIDL_CHARS.fullmatch(uid):
+    uid = _SIZE_FIELD.sub("", base) if "," in base else base
+    if 0 < len(uid) <= 70 and uid.isascii() and uid.isprintable() and " " not in uid:
         return uid
     return hashlib.sha256(base.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 def _order_key(base: str) -> tuple[int, int, str]:
-    match = _ORDER.match(base)
-    if match is None:
+    """Delivery time: the seconds that start the unique name, then the M<microseconds> part."""
+    seconds, dot, rest = base.partition(".")
+    if not dot or not seconds.isdigit():
         return (0, 0, base)
-    return (int(match.group(1)), int(match.group(2) or 0), base)
+    match = _MICROSECONDS.search(rest.partition(".")[0])
+    return (int(seconds), int(match.group(1)) if match else 0, base)
 
 
 def _known_wire_size(base: str) -> int | None:
+    if ",W=" not in base:
+        return None
     for field, value in _SIZE_FIELD.findall(base):
         if field == "W":
             return int(value)
@@ -156,6 +163,8 @@ class MaildirStore:
         self.template = template
         self._executor = executor
         self._legacy = READERS[uidl_format]
+        self._snapshots: OrderedDict[Path, tuple[object, tuple[MessageInfo, ...]]] = OrderedDict()
+        self._snapshots_lock = threading.Lock()
 
     def path_for(self, principal: Principal) -> Path:
         if not is_safe_user_name(principal.name):
@@ -176,9 +185,14 @@ class MaildirStore:
         return await _run(self._executor, self._open, path)
 
     def _open(self, path: Path) -> MaildirMaildrop:
+        lock_path = f"{path}/{LOCK_FILE}"
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
-            ensure_maildir(path)
-            lock = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                lock = os.open(lock_path, flags, 0o600)
+            except FileNotFoundError:  # a new user: make the Maildir
+                ensure_maildir(path)
+                lock = os.open(lock_path, flags, 0o600)
         except PermissionError as exc:
             raise StorePermanentError(f"cannot open maildir {path}: {exc}") from exc
         except OSError as exc:
@@ -188,11 +202,36 @@ class MaildirStore:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise MaildropLocked(f"maildir {path} is locked") from None
-            messages = _snapshot(path, self._legacy)
+            messages = self._listing(path)
         except BaseException:
             os.close(lock)
             raise
         return MaildirMaildrop(path, lock, messages, self._executor)
+
+    def _listing(self, path: Path) -> list[MessageInfo]:
+        """The snapshot, or the last one again when neither new/ nor cur/ changed since.
+
+        A directory's mtime moves with every file added, removed or renamed in it. A listing
+        is kept only if the directories had been quiet for a second when it was taken, so a
+        change in the same clock tick as the scan cannot go unnoticed.
+        """
+        try:
+            stats = [os.stat(f"{path}/{sub}") for sub in _SUBDIRS]
+        except OSError:
+            return _snapshot(path, self._legacy)
+        signature = tuple((st.st_ino, st.st_mtime_ns) for st in stats)
+        with self._snapshots_lock:
+            kept = self._snapshots.get(path)
+            if kept is not None and kept[0] == signature:
+                self._snapshots.move_to_end(path)
+                return list(kept[1])
+        messages = _snapshot(path, self._legacy)
+        if time.time_ns() - max(st.st_mtime_ns for st in stats) > 1_000_000_000:
+            with self._snapshots_lock:
+                self._snapshots[path] = (signature, tuple(messages))
+                while len(self._snapshots) > SNAPSHOTS_KEPT:
+                    self._snapshots.popitem(last=False)
+        return messages
 
 
 def usage(path: Path) -> tuple[int, int]:
@@ -339,7 +378,7 @@ class MaildirMessageReader:
             return chunk
         if self._fd is None:
             return b""
-        return await _run(self._executor, os.read, self._fd, CHUNK_SIZE)
+        return await _run(self._executor, os.read, self._fd, STREAM_CHUNK)
 
     async def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -359,15 +398,18 @@ class MaildirMaildrop:
         self._lock: int | None = lock
         self._messages = messages
         self._executor = executor
-        self._position = {m.ref: i for i, m in enumerate(messages)}
+        self._position: dict[object, int] | None = None  # made at the first read-ahead
         self._read_ahead: dict[object, bytes] = {}
 
     @property
     def messages(self) -> Sequence[MessageInfo]:
         return self._messages
 
+    def in_memory(self, message: MessageInfo) -> bytes | None:
+        return self._read_ahead.pop(message.ref, None)
+
     async def open_message(self, message: MessageInfo) -> MaildirMessageReader:
-        data = self._read_ahead.pop(message.ref, None)
+        data = self.in_memory(message)
         if data is not None:
             return MaildirMessageReader(None, data, self._executor)
         fd, first, ahead = await _run(self._executor, self._open_message, message)
@@ -386,6 +428,8 @@ class MaildirMaildrop:
         ahead: dict[object, bytes] = {}
         if fd is None:
             budget = READ_AHEAD
+            if self._position is None:
+                self._position = {m.ref: i for i, m in enumerate(self._messages)}
             for following in self._messages[self._position[ref] + 1 :]:
                 if following.size > budget:
                     break
