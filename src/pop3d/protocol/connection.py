@@ -109,6 +109,22 @@ _LOGIN_EVENTS = (Login, SaslStart, SaslResponse)
 
 
 class Connection:
+    __slots__ = (
+        "_bad_commands",
+        "_eof",
+        "_events",
+        "_in_sasl",
+        "_lines",
+        "_maildrop",
+        "_out",
+        "_waiting",
+        "policy",
+        "secure",
+        "state",
+        "stats",
+        "user",
+    )
+
     def __init__(self, policy: SessionPolicy) -> None:
         self.policy = policy
         self.state = State.AUTHORIZATION

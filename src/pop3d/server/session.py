@@ -62,6 +62,35 @@ _ids = itertools.count(1)
 
 
 class Pop3Session(asyncio.Protocol):
+    # Slots: at 20,000 idle sessions, a dict per session is memory for nothing.
+    __slots__ = (
+        "_admitted",
+        "_closed",
+        "_connected_at",
+        "_core",
+        "_drained",
+        "_exchange",
+        "_finished",
+        "_last_activity",
+        "_loop",
+        "_maildrop",
+        "_reading_paused",
+        "_task",
+        "_timer",
+        "_tls",
+        "_transport",
+        "_waiting_event",
+        "_write_paused",
+        "bytes_out",
+        "close_reason",
+        "id",
+        "implicit_tls",
+        "peer",
+        "peer_ip",
+        "principal",
+        "server",
+    )
+
     def __init__(self, server: Pop3Server, *, implicit_tls: bool) -> None:
         self.server = server
         self.implicit_tls = implicit_tls
