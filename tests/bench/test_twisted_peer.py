@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.peers import free_port
+
 if os.environ.get("CI") == "true":
     import OpenSSL  # noqa: F401  (CI must have them: fail there rather than skip)
     import twisted  # noqa: F401
@@ -61,12 +63,6 @@ MESSAGES = {
         "1700000100.M1P2.host": b"Subject: for bob\n\nHi Bob.\n.dotted\nbye\n",
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def uidl(name: str) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import procstat
 from pop3d.store.maildir import deliver
 from tests.integration.conftest import ALICE_PASSWORD, LineClient, ServerProcess, write_config
-from tests.peers.dovecot import free_port
+from tests.peers import free_port
 
 
 def test_two_workers_share_listeners_and_the_lock(tmp_path: Path) -> None:

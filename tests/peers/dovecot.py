@@ -7,7 +7,6 @@ itself); mail is accessed as `nobody`, so the Maildirs are handed to that user.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +14,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from . import free_port, unavailable
 
 CONFIG = """\
 base_dir = {root}/run
@@ -57,17 +58,7 @@ default_internal_user = dovecot
 
 def available() -> str | None:
     """Why Dovecot cannot run here, or None."""
-    if shutil.which("dovecot") is None:
-        return "dovecot is not installed (Debian package dovecot-pop3d)"
-    if os.geteuid() != 0:
-        return "Dovecot needs root to start"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return unavailable("dovecot", "dovecot-pop3d")
 
 
 class DovecotPop3:

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import free_port, unavailable
+
 MAIN_CF = """\
 compatibility_level = 3.6
 queue_directory = {root}/queue
@@ -85,17 +87,7 @@ HOSTNAME = "mx.example.test"
 
 def available() -> str | None:
     """Why Postfix cannot run here, or None."""
-    if shutil.which("postfix") is None:
-        return "postfix is not installed (Debian package postfix)"
-    if os.geteuid() != 0:
-        return "Postfix needs root to start"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return unavailable("postfix", "postfix")
 
 
 @dataclass(frozen=True)
