@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..config import Address, Config
+from .net import format_address
 
 log = logging.getLogger("pop3d.server")
 
@@ -73,5 +74,4 @@ def describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     if isinstance(name, str):
         return name
-    host, port = name[0], name[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(name[0], name[1])

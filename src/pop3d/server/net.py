@@ -24,3 +24,8 @@ def parse_address(address: str) -> IPAddress | None:
 def address_in(address: str, networks: Iterable[IPNetwork]) -> bool:
     ip = parse_address(address)
     return ip is not None and any(ip in net for net in networks)
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, IPv6 in brackets: [::1]:110."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

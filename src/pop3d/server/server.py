@@ -28,7 +28,7 @@ from ..store.base import Mailstore
 from ..store.maildir import MaildirStore
 from ..tls import server_context
 from .listeners import Listeners, bind
-from .net import address_in
+from .net import address_in, format_address
 from .penalty import LoginPenalty
 from .session import Pop3Session
 
@@ -125,7 +125,10 @@ class Pop3Server:
     async def _tls_handshake(self, conn: socket.socket, peer: Any) -> None:
         limits, context = self.config.limits, self.tls_context
         if context is None or self.handshakes >= limits.max_tls_handshakes:
-            log.warning("peer=%s refused: too many TLS handshakes in progress", _format(peer))
+            log.warning(
+                "peer=%s refused: too many TLS handshakes in progress",
+                format_address(peer[0], peer[1]),
+            )
             conn.close()
             return
         self.handshakes += 1
@@ -137,7 +140,11 @@ class Pop3Server:
                 ssl_handshake_timeout=limits.tls_handshake_timeout,
             )
         except (OSError, ConnectionError) as exc:
-            log.info("peer=%s TLS handshake failed: %s", _format(peer), exc or type(exc).__name__)
+            log.info(
+                "peer=%s TLS handshake failed: %s",
+                format_address(peer[0], peer[1]),
+                exc or type(exc).__name__,
+            )
             conn.close()
         finally:
             self.handshakes -= 1
@@ -307,8 +314,3 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
 
 def _maildir_store(config: Config, pool: ThreadPoolExecutor) -> MaildirStore:
     return MaildirStore(config.maildir_template, pool, config.maildir.uidl_format)
-
-
-def _format(peer: Any) -> str:
-    host, port = peer[0], peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -49,6 +49,7 @@ from ..store.base import (
     StoreError,
     StorePermanentError,
 )
+from .net import format_address
 
 if TYPE_CHECKING:
     from .server import Pop3Server
@@ -127,7 +128,7 @@ class Pop3Session(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_ip = str(peer[0])
-            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
+            self.peer = format_address(self.peer_ip, peer[1])
         self._connected_at = self._last_activity = self._loop.time()
         refusal = self.server.admit(self)
         if refusal is not None:
