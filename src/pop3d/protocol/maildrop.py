@@ -33,7 +33,7 @@ class MaildropView:
     __slots__ = ("_deleted", "_deleted_octets", "_messages", "_octets")
 
     def __init__(self, messages: Sequence[MessageInfo]) -> None:
-        self._messages = tuple(messages)
+        self._messages = tuple(messages)  # no copy when it is a tuple already
         self._octets = sum([m.size for m in self._messages])
         self._deleted: set[int] = set()  # indexes
         self._deleted_octets = 0

@@ -468,6 +468,7 @@ class Pop3Session(asyncio.Protocol):
         if failed:
             log.error("session=%d peer=%s %d messages not deleted", self.id, self.peer, failed)
         await maildrop.close()  # before the reply: see Expunge
+        self._maildrop = None
         core.expunged(failed)
 
     def _release_maildrop(self) -> None:

@@ -208,7 +208,7 @@ class MaildirStore:
             raise
         return MaildirMaildrop(path, lock, messages, self._executor)
 
-    def _listing(self, path: Path) -> list[MessageInfo]:
+    def _listing(self, path: Path) -> Sequence[MessageInfo]:
         """The snapshot, or the last one again when neither new/ nor cur/ changed since.
 
         A directory's mtime moves with every file added, removed or renamed in it. A listing
@@ -224,11 +224,11 @@ class MaildirStore:
             kept = self._snapshots.get(path)
             if kept is not None and kept[0] == signature:
                 self._snapshots.move_to_end(path)
-                return list(kept[1])
-        messages = _snapshot(path, self._legacy)
+                return kept[1]  # a tuple: sessions share it, nobody changes it
+        messages = tuple(_snapshot(path, self._legacy))
         if time.time_ns() - max(st.st_mtime_ns for st in stats) > 1_000_000_000:
             with self._snapshots_lock:
-                self._snapshots[path] = (signature, tuple(messages))
+                self._snapshots[path] = (signature, messages)
                 while len(self._snapshots) > SNAPSHOTS_KEPT:
                     self._snapshots.popitem(last=False)
         return messages
@@ -392,7 +392,7 @@ class MaildirMaildrop:
     the thread pool; the next RETR then needs no trip at all."""
 
     def __init__(
-        self, path: Path, lock: int, messages: list[MessageInfo], executor: Executor | None
+        self, path: Path, lock: int, messages: Sequence[MessageInfo], executor: Executor | None
     ) -> None:
         self.path = path
         self._lock: int | None = lock
