@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pop3d.protocol.dotstuff import LineEndNormalizer, MessageEncoder, unstuff, wire_size
+from pop3d.protocol.dotstuff import (
+    DOT_SCAN_LIMIT,
+    LineEndNormalizer,
+    MessageEncoder,
+    unstuff,
+    wire_size,
+)
 
 
 def encode(data: bytes, chunk: int, body_lines: int | None = None) -> bytes:
@@ -105,3 +111,30 @@ def test_blank_line_found_across_chunks() -> None:
 def test_unstuff_refuses_an_unterminated_body() -> None:
     with pytest.raises(ValueError):
         unstuff(b"abc\r\n")
+
+
+# Long texts where dots are common: past DOT_SCAN_LIMIT, stuffing switches to one replace.
+dotty = st.lists(
+    st.sampled_from([b".", b"\n.", b"\n..\n", b"a.b", b"\n", b"\r\n", b"x"]), max_size=400
+).map(b"".join)
+
+
+@given(dotty, st.sampled_from([1, 7, 64, 4096]))
+def test_stuffing_matches_the_rule_however_many_dots(data: bytes, chunk: int) -> None:
+    lines = normalize(data)
+    if lines and not lines.endswith(b"\r\n"):
+        lines += b"\r\n"
+    expected = (b"\r\n" + lines).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
+    assert encode(data, chunk) == expected
+
+
+@given(dotty)
+def test_a_bytearray_encodes_as_its_bytes_do(data: bytes) -> None:
+    enc = MessageEncoder()
+    out = bytes(enc.feed(bytearray(data))) + enc.finish()
+    assert out == encode(data, len(data) or 1)
+
+
+def test_many_dots_in_one_chunk_are_all_stuffed() -> None:
+    data = b"".join(b"line %d.\n.dot\n" % i for i in range(DOT_SCAN_LIMIT * 2))
+    assert encode(data, len(data)).count(b"\r\n..dot\r\n") == DOT_SCAN_LIMIT * 2

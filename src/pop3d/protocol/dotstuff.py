@@ -13,6 +13,11 @@ from collections.abc import Iterable
 
 from .replies import CRLF, TERMINATOR
 
+# A store may hand over the buffer it read into rather than pay for a copy to `bytes`.
+Octets = bytes | bytearray
+
+DOT_SCAN_LIMIT = 64  # dots looked at one by one before a chunk is stuffed by `replace`
+
 
 class LineEndNormalizer:
     """Bare LF becomes CRLF; CRLF and a CR inside a line stay; a CR ending the input ends a line."""
@@ -22,7 +27,7 @@ class LineEndNormalizer:
     def __init__(self) -> None:
         self._held_cr = False
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Octets) -> Octets:
         if self._held_cr:
             chunk = b"\r" + chunk
         self._held_cr = chunk.endswith(b"\r")
@@ -58,7 +63,7 @@ class MessageEncoder:
         self._recent = CRLF
         self.done = False
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Octets) -> Octets:
         if self.done:
             return b""
         data = self._normalizer.feed(chunk)
@@ -68,29 +73,29 @@ class MessageEncoder:
 
     def finish(self) -> bytes:
         """The rest of the body and the terminator."""
-        out = b"" if self.done else self._flush_normalizer()
+        out = b"" if self.done else bytes(self._flush_normalizer())
         if not self._at_line_start:
             out += CRLF
         self.done = True
         return out + TERMINATOR
 
-    def _flush_normalizer(self) -> bytes:
-        data = self._normalizer.finish()
+    def _flush_normalizer(self) -> Octets:
+        data: Octets = self._normalizer.finish()
         if self._remaining is not None:
             data = self._limit(data)
         return self._stuff(data)
 
-    def _stuff(self, data: bytes) -> bytes:
+    def _stuff(self, data: Octets) -> Octets:
         if not data:
-            return data
-        out = data.replace(b"\r\n.", b"\r\n..")
+            return data.replace(b"\n.", b"\n..")
+        out = _double_line_dots(data)
         if self._at_line_start and data[0] == 0x2E:
             out = b"." + out
         self._at_line_start = data[-1] == 0x0A
         return out
 
-    def _limit(self, data: bytes) -> bytes:
-        head = b""
+    def _limit(self, data: Octets) -> Octets:
+        head: Octets = b""
         if self._in_header:
             window = self._recent + data
             end = window.find(b"\r\n\r\n")
@@ -102,7 +107,7 @@ class MessageEncoder:
             head, data = data[:split], data[split:]
         return head + self._take_lines(data)
 
-    def _take_lines(self, data: bytes) -> bytes:
+    def _take_lines(self, data: Octets) -> Octets:
         assert self._remaining is not None
         pos = 0
         while self._remaining:
@@ -113,6 +118,30 @@ class MessageEncoder:
             self._remaining -= 1
         self.done = True
         return data[:pos]
+
+
+def _double_line_dots(data: Octets) -> Octets:
+    """`data` (CRLF lines) with each "." that follows an LF doubled.
+
+    Mail has few dots (base64 has none), so they are found one by one with a single-byte
+    search (memchr) and the byte before each is looked at: several times faster than searching
+    for the two-byte pattern. A text with many dots gets the one-pass replace instead.
+    """
+    pos = data.find(b".", 1)
+    cuts: list[int] = []
+    for _ in range(DOT_SCAN_LIMIT):
+        if pos < 0:
+            break
+        if data[pos - 1] == 0x0A:
+            cuts.append(pos)
+        pos = data.find(b".", pos + 1)
+    else:
+        if pos >= 0:
+            return data.replace(b"\n.", b"\n..")
+    if not cuts:
+        return data
+    starts = [0, *cuts]
+    return b".".join([data[a:b] for a, b in zip(starts, [*cuts, len(data)], strict=True)])
 
 
 class WireSizeCounter:
