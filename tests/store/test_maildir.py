@@ -13,6 +13,7 @@ import pytest
 
 from pop3d.principal import Principal
 from pop3d.protocol.maildrop import MessageInfo
+from pop3d.store import nowait
 from pop3d.store.base import MaildropLocked, StorePermanentError
 from pop3d.store.maildir import SIZES_FILE, MaildirRef, MaildirStore, deliver, uidl_for
 from tests.store.contract import ALICE, Backend, StoreContract, arun, read_all
@@ -219,3 +220,83 @@ def test_a_kept_listing_is_never_stale(store: MaildirStore) -> None:
     after = listing(store)
     assert [m.uidl for m in after] == ["1700000000.M1P1.h"]
     assert after[0].ref == MaildirRef("cur", "1700000000.M1P1.h:2,S", "1700000000.M1P1.h")
+
+
+def _evict(path: Path) -> None:
+    """Drop a file's pages from the page cache, as if it had not been read for a long time."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _requires_nowait(directory: Path) -> None:
+    if not nowait.AVAILABLE:
+        pytest.skip("openat2 with RESOLVE_CACHED needs Linux 5.12 or later")
+    # Probed on a file of its own: a read that misses starts the kernel's read-ahead.
+    probe = directory / "probe"
+    probe.write_bytes(b"probe")
+    _evict(probe)
+    kept = nowait.read_file(str(probe)) is not None
+    probe.unlink()
+    if kept:
+        pytest.skip("this filesystem keeps files in memory: nothing to evict")
+
+
+def test_read_now_takes_what_the_kernel_holds_and_never_what_it_must_fetch(
+    store: MaildirStore,
+) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000000.M1P1.host", b"first\n")
+    cold = put(md, "new", "1700000001.M1P1.host", b"second\n")
+    big = put(md, "new", "1700000002.M1P1.host", b"x" * nowait.LIMIT + b"\n")
+
+    async def go() -> None:
+        drop = await store.open(ALICE)  # sizing the messages has read them all
+        _requires_nowait(md)
+        _evict(cold)
+        first, second, large = drop.messages
+        assert drop.read_now(first) == b"first\n"
+        assert drop.read_now(second) is None  # would wait for the disk: the pool reads it
+        assert drop.read_now(large) is None  # too large to take whole: it is streamed
+        assert await read_all(drop, second) == b"second\n"
+        assert await read_all(drop, large) == big.read_bytes()
+        await drop.close()
+
+    arun(go())
+
+
+def test_a_pool_read_brings_the_small_messages_after_it(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    paths = [put(md, "new", f"17000000{i:02d}.M1P1.host", b"m%d\n" % i) for i in range(5)]
+
+    async def go() -> None:
+        drop = await store.open(ALICE)
+        _requires_nowait(md)
+        _evict(paths[0])
+        assert drop.read_now(drop.messages[0]) is None
+        assert await read_all(drop, drop.messages[0]) == b"m0\n"
+        for path in paths[1:]:
+            _evict(path)
+        # Read ahead in the same trip to the pool: in memory though no longer in the cache.
+        ahead = [drop.read_now(m) for m in drop.messages[1:]]
+        assert ahead == [b"m1\n", b"m2\n", b"m3\n", b"m4\n"]
+        await drop.close()
+
+    arun(go())
+
+
+def test_read_now_of_a_message_moved_away_leaves_it_to_the_pool(store: MaildirStore) -> None:
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000000.M1P1.host", b"body\n")
+
+    async def go() -> None:
+        drop = await store.open(ALICE)
+        os.rename(md / "new/1700000000.M1P1.host", md / "cur/1700000000.M1P1.host:2,S")
+        assert drop.read_now(drop.messages[0]) is None
+        assert await read_all(drop, drop.messages[0]) == b"body\n"
+        await drop.close()
+
+    arun(go())

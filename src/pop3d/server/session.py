@@ -77,7 +77,7 @@ class Pop3Session(asyncio.Protocol):
         "_maildrop",
         "_reading_paused",
         "_task",
-        "_timer",
+        "_timer_second",
         "_tls",
         "_transport",
         "_waiting_event",
@@ -117,7 +117,7 @@ class Pop3Session(asyncio.Protocol):
         self._tls = False
         self._connected_at = 0.0
         self._last_activity = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer_second = 0  # where the session is filed in the server's deadlines
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class Pop3Session(asyncio.Protocol):
             if isinstance(event, Close):
                 self._close(event.reason)
                 return
-            if isinstance(event, SendMessage) and self._send_from_memory(core, event):
+            if isinstance(event, SendMessage) and self._send_now(core, event):
                 continue
             self._waiting_event = event
             self._task = self._loop.create_task(self._perform(event))
@@ -232,8 +232,7 @@ class Pop3Session(asyncio.Protocol):
             return
         self._closed = True
         self.close_reason = reason
-        if self._timer is not None:
-            self._timer.cancel()
+        self.server.deadlines.discard(self, self._timer_second)
         assert self._transport is not None
         if self._reading_paused:
             self._transport.resume_reading()  # let the close complete
@@ -244,8 +243,7 @@ class Pop3Session(asyncio.Protocol):
         if self._finished:
             return
         self._closed = self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.server.deadlines.discard(self, self._timer_second)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if self._task is not None and not isinstance(self._waiting_event, Expunge):
@@ -383,10 +381,10 @@ class Pop3Session(asyncio.Protocol):
         log.info("session=%d peer=%s login user=%s messages=%d", self.id, self.peer, name, count)
         core.maildrop_opened(maildrop.messages)
 
-    def _send_from_memory(self, core: Connection, event: SendMessage) -> bool:
-        """RETR of a message the store has read ahead: one write, no task, no thread."""
+    def _send_now(self, core: Connection, event: SendMessage) -> bool:
+        """RETR of a message the store has at hand: one write, no task, no thread."""
         assert self._maildrop is not None
-        data = self._maildrop.in_memory(event.message)
+        data = self._maildrop.read_now(event.message)
         if data is None:
             return False
         encoder = event.encoder
@@ -409,7 +407,8 @@ class Pop3Session(asyncio.Protocol):
         encoder = event.encoder
         # Output is gathered into writes of WRITE_SIZE or more: a small message goes out as
         # one write (status line, body, terminator), a syscall instead of three.
-        out, pending = [event.status_line], len(event.status_line)
+        out: list[bytes | bytearray] = [event.status_line]
+        pending = len(event.status_line)
         started = False  # has the +OK gone out?
         following: asyncio.Task[bytes] | None = None
         try:
@@ -532,10 +531,11 @@ class Pop3Session(asyncio.Protocol):
         )
 
     def _arm_timer(self) -> None:
-        # One timer per session, moved only when it fires: activity just records the time.
-        self._timer = self._loop.call_at(self._deadline(), self._check_idle)
+        # Filed once, and again only when it comes up: activity just records the time.
+        self._timer_second = self.server.deadlines.add(self, self._deadline())
 
-    def _check_idle(self) -> None:
+    def expire(self) -> None:
+        """The deadline this session was filed under has come: end it, or file it again."""
         if self._closed or self._core is None:
             return
         if (

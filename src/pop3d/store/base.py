@@ -59,9 +59,10 @@ class Maildrop(Protocol):
         """Raises MessageGone or StoreUnavailable before anything has been read."""
         ...
 
-    def in_memory(self, message: MessageInfo) -> bytes | None:
-        """The whole message if the store already holds it in memory (read ahead), so it can
-        be sent without a trip to a thread; None: use open_message. Never blocks."""
+    def read_now(self, message: MessageInfo) -> bytes | bytearray | None:
+        """The whole message if the store can have it without waiting (read ahead, or in the
+        kernel's caches), so it is sent without a trip to a thread; None: use open_message.
+        Never blocks."""
         ...
 
     async def expunge(self, messages: Sequence[MessageInfo]) -> ExpungeResult: ...

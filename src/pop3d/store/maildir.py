@@ -35,6 +35,7 @@ from typing import TypeVar
 from ..principal import Principal, is_safe_user_name
 from ..protocol.dotstuff import WireSizeCounter, wire_size
 from ..protocol.maildrop import MessageInfo
+from . import nowait
 from .base import (
     ExpungeResult,
     MaildropLocked,
@@ -163,10 +164,14 @@ class MaildirStore:
         self.template = template
         self._executor = executor
         self._legacy = READERS[uidl_format]
-        self._snapshots: OrderedDict[Path, tuple[object, tuple[MessageInfo, ...]]] = OrderedDict()
+        self._snapshots: OrderedDict[str, tuple[object, tuple[MessageInfo, ...]]] = OrderedDict()
         self._snapshots_lock = threading.Lock()
 
     def path_for(self, principal: Principal) -> Path:
+        return Path(self._location(principal))
+
+    def _location(self, principal: Principal) -> str:
+        # A str, not a Path: parsing a Path on every login interns its parts for nothing.
         if not is_safe_user_name(principal.name):
             raise StorePermanentError(f"user name {principal.name!r} is not safe in a path")
         local, domain = principal.local_part, principal.domain
@@ -174,24 +179,22 @@ class MaildirStore:
             raise StorePermanentError(f"domain of {principal.name!r} is not safe in a path")
         if "{home}" in self.template and not principal.home:
             raise StorePermanentError(f"user {principal.name!r} has no home directory")
-        return Path(
-            self.template.format(
-                user=principal.name, local=local, domain=domain, home=principal.home or ""
-            )
+        return self.template.format(
+            user=principal.name, local=local, domain=domain, home=principal.home or ""
         )
 
     async def open(self, principal: Principal) -> MaildirMaildrop:
-        path = self.path_for(principal)
+        path = self._location(principal)
         return await _run(self._executor, self._open, path)
 
-    def _open(self, path: Path) -> MaildirMaildrop:
+    def _open(self, path: str) -> MaildirMaildrop:
         lock_path = f"{path}/{LOCK_FILE}"
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
             try:
                 lock = os.open(lock_path, flags, 0o600)
             except FileNotFoundError:  # a new user: make the Maildir
-                ensure_maildir(path)
+                ensure_maildir(Path(path))
                 lock = os.open(lock_path, flags, 0o600)
         except PermissionError as exc:
             raise StorePermanentError(f"cannot open maildir {path}: {exc}") from exc
@@ -208,7 +211,7 @@ class MaildirStore:
             raise
         return MaildirMaildrop(path, lock, messages, self._executor)
 
-    def _listing(self, path: Path) -> Sequence[MessageInfo]:
+    def _listing(self, path: str) -> Sequence[MessageInfo]:
         """The snapshot, or the last one again when neither new/ nor cur/ changed since.
 
         A directory's mtime moves with every file added, removed or renamed in it. A listing
@@ -218,14 +221,14 @@ class MaildirStore:
         try:
             stats = [os.stat(f"{path}/{sub}") for sub in _SUBDIRS]
         except OSError:
-            return _snapshot(path, self._legacy)
+            return _snapshot(Path(path), self._legacy)
         signature = tuple((st.st_ino, st.st_mtime_ns) for st in stats)
         with self._snapshots_lock:
             kept = self._snapshots.get(path)
             if kept is not None and kept[0] == signature:
                 self._snapshots.move_to_end(path)
                 return kept[1]  # a tuple: sessions share it, nobody changes it
-        messages = tuple(_snapshot(path, self._legacy))
+        messages = tuple(_snapshot(Path(path), self._legacy))
         if time.time_ns() - max(st.st_mtime_ns for st in stats) > 1_000_000_000:
             with self._snapshots_lock:
                 self._snapshots[path] = (signature, messages)
@@ -391,10 +394,12 @@ class MaildirMaildrop:
     message also reads the small ones after it (up to READ_AHEAD octets) in the same trip to
     the thread pool; the next RETR then needs no trip at all."""
 
+    __slots__ = ("_executor", "_lock", "_messages", "_position", "_read_ahead", "path")
+
     def __init__(
-        self, path: Path, lock: int, messages: Sequence[MessageInfo], executor: Executor | None
+        self, path: str, lock: int, messages: Sequence[MessageInfo], executor: Executor | None
     ) -> None:
-        self.path = path
+        self.path = path  # a str: a Path per idle session costs a couple of KiB
         self._lock: int | None = lock
         self._messages = messages
         self._executor = executor
@@ -405,11 +410,16 @@ class MaildirMaildrop:
     def messages(self) -> Sequence[MessageInfo]:
         return self._messages
 
-    def in_memory(self, message: MessageInfo) -> bytes | None:
-        return self._read_ahead.pop(message.ref, None)
+    def read_now(self, message: MessageInfo) -> bytes | bytearray | None:
+        data: bytes | bytearray | None = self._read_ahead.pop(message.ref, None)
+        if data is None and message.size <= nowait.LIMIT:  # the file is no larger than that
+            ref = message.ref
+            assert isinstance(ref, MaildirRef)
+            data = nowait.read_file(f"{self.path}/{ref.subdir}/{ref.name}")
+        return data
 
     async def open_message(self, message: MessageInfo) -> MaildirMessageReader:
-        data = self.in_memory(message)
+        data = self._read_ahead.pop(message.ref, None)
         if data is not None:
             return MaildirMessageReader(None, data, self._executor)
         fd, first, ahead = await _run(self._executor, self._open_message, message)
@@ -464,7 +474,7 @@ class MaildirMaildrop:
             return os.open(f"{self.path}/{ref.subdir}/{ref.name}", flags)
         except FileNotFoundError:
             # Another client may have moved it to cur/ or changed its flags: find it by base.
-            current = _scan(self.path).get(ref.base)
+            current = _scan(Path(self.path)).get(ref.base)
             if current is None:
                 raise
             return os.open(f"{self.path}/{current.subdir}/{current.name}", flags)
@@ -480,15 +490,15 @@ class MaildirMaildrop:
             assert isinstance(ref, MaildirRef)
             try:
                 try:
-                    os.unlink(self.path / ref.subdir / ref.name)
+                    os.unlink(f"{self.path}/{ref.subdir}/{ref.name}")
                 except FileNotFoundError:
                     if rescan is None:
-                        rescan = _scan(self.path)
+                        rescan = _scan(Path(self.path))
                     current = rescan.get(ref.base)
                     if current is None:
                         vanished += 1
                         continue
-                    os.unlink(self.path / current.subdir / current.name)
+                    os.unlink(f"{self.path}/{current.subdir}/{current.name}")
                 removed += 1
             except FileNotFoundError:
                 vanished += 1
@@ -496,7 +506,7 @@ class MaildirMaildrop:
                 failed += 1
                 log.error("cannot delete %s from %s: %s", ref.base, self.path, exc)
         for sub in _SUBDIRS:
-            _fsync_dir(self.path / sub)
+            _fsync_dir(Path(self.path, sub))
         return ExpungeResult(removed, vanished, failed)
 
     async def close(self) -> None:
