@@ -35,12 +35,13 @@ class MaildropView:
     def __init__(self, messages: Sequence[MessageInfo]) -> None:
         self._messages = tuple(messages)  # no copy when it is a tuple already
         self._octets = sum([m.size for m in self._messages])
-        self._deleted: set[int] = set()  # indexes
+        self._deleted: set[int] | None = None  # indexes; made at the first DELE
         self._deleted_octets = 0
 
     def stat(self) -> tuple[int, int]:
         """Count and octets of the messages not marked deleted."""
-        return len(self._messages) - len(self._deleted), self._octets - self._deleted_octets
+        deleted = len(self._deleted) if self._deleted else 0
+        return len(self._messages) - deleted, self._octets - self._deleted_octets
 
     def lookup(self, arg: str) -> tuple[int, MessageInfo] | Rejected:
         """The one check every message command shares: syntax, range, deletion."""
@@ -53,27 +54,29 @@ class MaildropView:
             return Rejected("There is no message 0: messages are numbered from 1.", malformed=False)
         if number > len(self._messages):
             return Rejected(f"There is no message {number}.", malformed=False)
-        if number - 1 in self._deleted:
+        if self._deleted and number - 1 in self._deleted:
             return Rejected(f"Message {number} is deleted.", malformed=False)
         return number, self._messages[number - 1]
 
     def delete(self, number: int) -> None:
         index = number - 1
+        if self._deleted is None:
+            self._deleted = set()
         if index not in self._deleted:
             self._deleted.add(index)
             self._deleted_octets += self._messages[index].size
 
     def reset(self) -> None:
-        self._deleted.clear()
+        self._deleted = None
         self._deleted_octets = 0
 
     def listing(self) -> Iterator[tuple[int, MessageInfo]]:
         """(message number, message) for every message not marked deleted, in order."""
-        deleted = self._deleted
+        deleted: set[int] | frozenset[int] = self._deleted or frozenset()
         for index, message in enumerate(self._messages):
             if index not in deleted:
                 yield index + 1, message
 
     def marked(self) -> tuple[MessageInfo, ...]:
         """The messages to remove at UPDATE."""
-        return tuple(self._messages[i] for i in sorted(self._deleted))
+        return tuple(self._messages[i] for i in sorted(self._deleted or ()))

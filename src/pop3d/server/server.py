@@ -27,6 +27,7 @@ from ..protocol.replies import RespCode, err
 from ..store.base import Mailstore
 from ..store.maildir import MaildirStore
 from ..tls import server_context
+from .deadlines import Deadlines
 from .listeners import Listeners, bind
 from .net import address_in, format_address
 from .penalty import LoginPenalty
@@ -77,7 +78,10 @@ class Pop3Server:
         self._stopping: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None
         self._hostname = socket.gethostname()
+        # Sessions without an APOP challenge share their policy: (implicit TLS, cleartext ok).
+        self._policies: dict[tuple[bool, bool], SessionPolicy] = {}
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -86,9 +90,15 @@ class Pop3Server:
         assert self._loop is not None, "server not started"
         return self._loop
 
+    @property
+    def deadlines(self) -> Deadlines:
+        assert self._deadlines is not None, "server not started"
+        return self._deadlines
+
     async def start(self, listeners: Listeners | None = None) -> None:
         """Serve on `listeners` (bound beforehand, as workers do), or bind the config's."""
         self._loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(self._loop)
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -237,6 +247,7 @@ class Pop3Server:
         self.authenticator = Authenticator(users, self.auth_pool)
         self.penalty.settings = config.auth
         self.config = config
+        self._policies = {}
         log.info("configuration reloaded")
 
     # ---- what sessions ask of the server -----------------------------------------------
@@ -281,16 +292,25 @@ class Pop3Server:
 
     def policy_for(self, session: Pop3Session) -> SessionPolicy:
         config = self.config
-        apop = None
+        cleartext = address_in(session.peer_ip, config.auth.cleartext_networks)
         if config.auth.apop:
-            apop = f"<{os.getpid()}.{secrets.token_hex(8)}@{self._hostname}>"
+            challenge = f"<{os.getpid()}.{secrets.token_hex(8)}@{self._hostname}>"
+            return self._policy(session.implicit_tls, cleartext, challenge)
+        key = (session.implicit_tls, cleartext)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = self._policy(*key, None)
+        return policy
+
+    def _policy(self, secure: bool, cleartext: bool, apop: str | None) -> SessionPolicy:
+        config = self.config
         return SessionPolicy(
             greeting=config.server.greeting,
             implementation=config.server.implementation,
             apop_challenge=apop,
-            secure=session.implicit_tls,
+            secure=secure,
             stls_available=self.tls_context is not None,
-            cleartext_network=address_in(session.peer_ip, config.auth.cleartext_networks),
+            cleartext_network=cleartext,
             sasl=tuple(SaslOffer(n, MECHANISMS[n].plaintext) for n in config.auth.mechanisms),
             max_line=config.limits.max_line_length,
             max_sasl_line=config.limits.max_sasl_line_length,
