@@ -392,14 +392,15 @@ class MaildirMessageReader:
 class MaildirMaildrop:
     """A locked Maildir. Clients mostly RETR one message after another, so asking for a small
     message also reads the small ones after it (up to READ_AHEAD octets) in the same trip to
-    the thread pool; the next RETR then needs no trip at all."""
+    the thread pool; the next RETR then needs no trip at all. A small message the kernel
+    already caches needs no trip either: `read_now` reads it on the loop (see `nowait`)."""
 
     __slots__ = ("_executor", "_lock", "_messages", "_position", "_read_ahead", "path")
 
     def __init__(
         self, path: str, lock: int, messages: Sequence[MessageInfo], executor: Executor | None
     ) -> None:
-        self.path = path  # a str: a Path per idle session costs a couple of KiB
+        self.path = path  # a str: a Path per idle session costs a few hundred bytes
         self._lock: int | None = lock
         self._messages = messages
         self._executor = executor
