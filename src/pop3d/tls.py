@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import datetime
 import ipaddress
 import ssl
@@ -21,6 +22,18 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert, key)
     return context
+
+
+TLS_READ_BUFFER = 16 * 1024 + 256  # one TLS record and its header fit
+
+
+def trim_asyncio_tls_buffers() -> None:
+    """asyncio's own TLS layer gives every connection a 256 KiB receive buffer up front
+    (`SSLProtocol.max_size`), sized for bulk uploads; a POP3 client sends short commands, and
+    20,000 TLS sessions would hold 5 GB in those buffers. One record's worth is enough: the
+    socket is then read in chunks of that size. uvloop's TLS layer is its own, unaffected."""
+    protocol = asyncio.sslproto.SSLProtocol
+    protocol.max_size = min(protocol.max_size, TLS_READ_BUFFER)
 
 
 def generate_self_signed(

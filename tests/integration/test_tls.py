@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio.sslproto
+import base64
 import hashlib
 import poplib
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pop3d.testing import ServerThread
+from pop3d.tls import TLS_READ_BUFFER
 from tests.conftest import require_program
 from tests.integration.conftest import (
     ALICE_PASSWORD,
@@ -205,3 +208,20 @@ def test_sighup_reloads_the_certificate_without_dropping_sessions(tmp_path: Path
         assert fresh.read_line().startswith(b"+OK")
     finally:
         server.stop()
+
+
+def test_a_long_line_crosses_many_tls_reads_whole(
+    tls_server: ServerThread, tls_files: TlsFiles
+) -> None:
+    # asyncio's TLS read buffer is trimmed to one record: a 53 KB SASL line takes four reads.
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
+    client = LineClient(tls_server.tls_port, tls=tls_files.client_context())
+    client.read_line()
+    client.send(b"AUTH PLAIN\r\n")
+    assert client.read_line() == b"+ \r\n"
+    wrong = base64.b64encode(b"\0alice\0" + b"x" * 40_000)
+    client.send(wrong + b"\r\n")
+    assert client.read_line().startswith(b"-ERR [AUTH] ")
+    right = base64.b64encode(b"\0alice\0" + ALICE_PASSWORD.encode())
+    client.send(b"AUTH PLAIN " + right + b"\r\n")
+    assert client.read_line().startswith(b"+OK ")

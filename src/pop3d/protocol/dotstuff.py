@@ -140,8 +140,9 @@ def _double_line_dots(data: Octets) -> Octets:
             return data.replace(b"\n.", b"\n..")
     if not cuts:
         return data
+    view = memoryview(data)  # slices of a view are not copies: the join is the one copy
     starts = [0, *cuts]
-    return b".".join([data[a:b] for a, b in zip(starts, [*cuts, len(data)], strict=True)])
+    return b".".join([view[a:b] for a, b in zip(starts, [*cuts, len(data)], strict=True)])
 
 
 class WireSizeCounter:

@@ -26,7 +26,7 @@ from ..protocol.connection import SaslOffer, SessionPolicy, State
 from ..protocol.replies import RespCode, err
 from ..store.base import Mailstore
 from ..store.maildir import MaildirStore
-from ..tls import server_context
+from ..tls import server_context, trim_asyncio_tls_buffers
 from .deadlines import Deadlines
 from .listeners import Listeners, bind
 from .net import address_in, format_address
@@ -99,6 +99,7 @@ class Pop3Server:
         """Serve on `listeners` (bound beforehand, as workers do), or bind the config's."""
         self._loop = asyncio.get_running_loop()
         self._deadlines = Deadlines(self._loop)
+        trim_asyncio_tls_buffers()
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()

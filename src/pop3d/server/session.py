@@ -389,7 +389,6 @@ class Pop3Session(asyncio.Protocol):
             return False
         encoder = event.encoder
         self._write(b"".join((event.status_line, encoder.feed(data), encoder.finish())))
-        self._last_activity = self._loop.time()
         core.message_sent()
         return True
 

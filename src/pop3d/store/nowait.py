@@ -32,6 +32,7 @@ class _OpenHow(ctypes.Structure):
 
 
 _HOW = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+_HOW_REF, _HOW_SIZE = ctypes.byref(_HOW), ctypes.sizeof(_HOW)
 
 
 def _openat2() -> Callable[..., int] | None:
@@ -45,7 +46,7 @@ def _openat2() -> Callable[..., int] | None:
     syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
                         ctypes.c_size_t]  # fmt: skip
     # Probe once: ENOSYS (old kernel, seccomp) or EINVAL (no RESOLVE_CACHED) turn it off.
-    fd = syscall(_SYS_OPENAT2, _AT_FDCWD, b"/", ctypes.byref(_HOW), ctypes.sizeof(_HOW))
+    fd = syscall(_SYS_OPENAT2, _AT_FDCWD, b"/", _HOW_REF, _HOW_SIZE)
     if fd < 0 and ctypes.get_errno() != errno.EAGAIN:
         return None
     if fd >= 0:
@@ -63,8 +64,7 @@ def read_file(path: str) -> bytearray | None:
     as the bytearray they were read into: copying them again would cost more than the read."""
     if _syscall is None:
         return None
-    fd = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(_HOW),
-                  ctypes.sizeof(_HOW))  # fmt: skip
+    fd = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), _HOW_REF, _HOW_SIZE)
     if fd < 0:
         return None
     try:
