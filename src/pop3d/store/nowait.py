@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 LIMIT = 256 * 1024  # larger files are streamed from the pool
 
-_SYS_OPENAT2 = 437  # one number on every Linux architecture (syscall table unified in 5.1)
+_SYS_OPENAT2 = 437  # calls added since Linux 5.1 share one number on all but alpha
 _AT_FDCWD = -100
 _RESOLVE_CACHED = 0x20
 
@@ -37,6 +37,8 @@ _HOW_REF, _HOW_SIZE = ctypes.byref(_HOW), ctypes.sizeof(_HOW)
 
 def _openat2() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux") or not hasattr(os, "RWF_NOWAIT"):
+        return None
+    if os.uname().machine == "alpha":
         return None
     try:
         syscall = ctypes.CDLL(None, use_errno=True).syscall
