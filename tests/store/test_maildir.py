@@ -16,6 +16,7 @@ from pop3d.protocol.maildrop import MessageInfo
 from pop3d.store import nowait
 from pop3d.store.base import MaildropLocked, StorePermanentError
 from pop3d.store.maildir import SIZES_FILE, MaildirRef, MaildirStore, deliver, uidl_for
+from tests.conftest import not_here
 from tests.store.contract import ALICE, Backend, StoreContract, arun, read_all
 
 
@@ -234,7 +235,7 @@ def _evict(path: Path) -> None:
 
 def _requires_nowait(directory: Path) -> None:
     if not nowait.AVAILABLE:
-        pytest.skip("openat2 with RESOLVE_CACHED needs Linux 5.12 or later")
+        not_here("openat2 with RESOLVE_CACHED needs Linux 5.12 or later")
     # Probed on a file of its own: a read that misses starts the kernel's read-ahead.
     probe = directory / "probe"
     probe.write_bytes(b"probe")
@@ -242,7 +243,7 @@ def _requires_nowait(directory: Path) -> None:
     kept = nowait.read_file(str(probe)) is not None
     probe.unlink()
     if kept:
-        pytest.skip("this filesystem keeps files in memory: nothing to evict")
+        not_here("this filesystem keeps files in memory: nothing to evict")
 
 
 def test_read_now_takes_what_the_kernel_holds_and_never_what_it_must_fetch(
