@@ -4,17 +4,37 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pop3d.protocol import dotstuff
 from pop3d.protocol.dotstuff import (
     DOT_SCAN_LIMIT,
+    CMessageEncoder,
+    Encoder,
     LineEndNormalizer,
     MessageEncoder,
+    message_encoder,
     unstuff,
     wire_size,
 )
+from tests.conftest import not_here
+
+C_BUILT = dotstuff._c_encode is not None
+
+
+@pytest.fixture(scope="module", params=["python", "c"])
+def make(request: pytest.FixtureRequest) -> type[Encoder]:
+    """Each test of RETR's encoding runs on both encoders; TOP has only the Python one."""
+    if request.param == "python":
+        return MessageEncoder
+    if not C_BUILT:
+        not_here("the C encoder was not built (no C compiler or Python headers)")
+    return CMessageEncoder
 
 
 def encode(data: bytes, chunk: int, body_lines: int | None = None) -> bytes:
-    enc = MessageEncoder(body_lines)
+    return encode_with(MessageEncoder(body_lines), data, chunk)
+
+
+def encode_with(enc: Encoder, data: bytes, chunk: int) -> bytes:
     out = [enc.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
     return b"".join(out) + enc.finish()
 
@@ -78,21 +98,53 @@ def test_top_sends_exactly_n_body_lines(
     assert out == b"".join(h + b"\r\n" for h in header) + b"\r\n" + expected_body
 
 
-def test_crlf_files_are_not_doubled() -> None:
-    assert encode(b"a\r\nb\r\n", 1) == b"a\r\nb\r\n.\r\n"
+def test_crlf_files_are_not_doubled(make: type[Encoder]) -> None:
+    assert encode_with(make(), b"a\r\nb\r\n", 1) == b"a\r\nb\r\n.\r\n"
 
 
-def test_dot_after_a_chunk_boundary_is_stuffed() -> None:
-    enc = MessageEncoder()
+def test_dot_after_a_chunk_boundary_is_stuffed(make: type[Encoder]) -> None:
+    enc = make()
     assert enc.feed(b"a\r") == b"a"
     assert enc.feed(b"\n.b\n") == b"\r\n..b\r\n"
     assert enc.finish() == b".\r\n"
 
 
-def test_dot_at_the_start_of_a_chunk_after_a_line_end_is_stuffed() -> None:
-    enc = MessageEncoder()
+def test_dot_at_the_start_of_a_chunk_after_a_line_end_is_stuffed(make: type[Encoder]) -> None:
+    enc = make()
     assert enc.feed(b"a\n") == b"a\r\n"
     assert enc.feed(b".\n") == b"..\r\n"
+
+
+@pytest.mark.parametrize(
+    ("stored", "body"),
+    [
+        (b"", b".\r\n"),
+        (b"a", b"a\r\n.\r\n"),
+        (b"a\r", b"a\r\n.\r\n"),  # a CR ending the message ends its line
+        (b"a\rb", b"a\rb\r\n.\r\n"),  # a CR inside a line stays
+        (b"a\r\r\n", b"a\r\r\n.\r\n"),
+        (b".\n..\n", b"..\r\n...\r\n.\r\n"),
+        (b"\r.\n", b"\r.\r\n.\r\n"),  # after a lone CR a dot does not begin a line
+        (b"\n\n.", b"\r\n\r\n..\r\n.\r\n"),
+    ],
+)
+def test_whole_message_exact_bytes(make: type[Encoder], stored: bytes, body: bytes) -> None:
+    assert make().whole(b"+OK 9 octets\r\n", stored) == b"+OK 9 octets\r\n" + body
+    assert encode_with(make(), stored, 1) == body
+
+
+@given(messages, st.integers(1, 17))
+def test_the_c_encoder_matches_the_python_one(data: bytes, chunk: int) -> None:
+    if not C_BUILT:
+        not_here("the C encoder was not built (no C compiler or Python headers)")
+    assert encode_with(CMessageEncoder(), data, chunk) == encode(data, chunk)
+    assert CMessageEncoder().whole(b"+OK\r\n", data) == b"+OK\r\n" + encode(data, chunk)
+    assert CMessageEncoder().whole(b"", bytearray(data)) == encode(data, chunk)
+
+
+def test_retr_gets_the_c_encoder_where_it_was_built() -> None:
+    assert isinstance(message_encoder(), CMessageEncoder if C_BUILT else MessageEncoder)
+    assert isinstance(message_encoder(3), MessageEncoder)  # TOP counts lines in Python
 
 
 def test_top_stops_reading() -> None:
@@ -120,21 +172,30 @@ dotty = st.lists(
 
 
 @given(dotty, st.sampled_from([1, 7, 64, 4096]))
-def test_stuffing_matches_the_rule_however_many_dots(data: bytes, chunk: int) -> None:
+def test_stuffing_matches_the_rule_however_many_dots(
+    make: type[Encoder], data: bytes, chunk: int
+) -> None:
     lines = normalize(data)
     if lines and not lines.endswith(b"\r\n"):
         lines += b"\r\n"
     expected = (b"\r\n" + lines).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
-    assert encode(data, chunk) == expected
+    assert encode_with(make(), data, chunk) == expected
 
 
 @given(dotty)
-def test_a_bytearray_encodes_as_its_bytes_do(data: bytes) -> None:
-    enc = MessageEncoder()
+def test_a_bytearray_encodes_as_its_bytes_do(make: type[Encoder], data: bytes) -> None:
+    enc = make()
     out = bytes(enc.feed(bytearray(data))) + enc.finish()
     assert out == encode(data, len(data) or 1)
 
 
-def test_many_dots_in_one_chunk_are_all_stuffed() -> None:
+def test_many_dots_in_one_chunk_are_all_stuffed(make: type[Encoder]) -> None:
     data = b"".join(b"line %d.\n.dot\n" % i for i in range(DOT_SCAN_LIMIT * 2))
-    assert encode(data, len(data)).count(b"\r\n..dot\r\n") == DOT_SCAN_LIMIT * 2
+    encoded = encode_with(make(), data, len(data))
+    assert encoded.count(b"\r\n..dot\r\n") == DOT_SCAN_LIMIT * 2
+
+
+def test_a_large_message_outgrows_the_first_guess(make: type[Encoder]) -> None:
+    # Only line ends: the body doubles, well past the C encoder's first allocation.
+    data = b"\n" * 300_000 + b".\n" * 1000
+    assert make().whole(b"", data) == b"\r\n" * 300_000 + b"..\r\n" * 1000 + b".\r\n"

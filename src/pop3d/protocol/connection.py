@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import commands as cmd
-from .dotstuff import MessageEncoder
+from .dotstuff import message_encoder
 from .events import (
     ApopCredentials,
     AuthFailure,
@@ -533,7 +533,7 @@ class Connection:
             return self._refuse(found)
         number, message = found
         status = ok(f"{message.size} octets") if body_lines is None else ok()
-        self._emit(SendMessage(number, message, status, MessageEncoder(body_lines)))
+        self._emit(SendMessage(number, message, status, message_encoder(body_lines)))
         return True
 
     def _refuse(self, rejected: Rejected) -> bool:

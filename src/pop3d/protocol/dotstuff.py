@@ -9,12 +9,19 @@ next chunk starts a line), so the result does not depend on where the reads fall
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from .replies import CRLF, TERMINATOR
 
 # A store may hand over the buffer it read into rather than pay for a copy to `bytes`.
 Octets = bytes | bytearray
+
+_c_encode: Callable[[bytes, Octets, bool, bool, bool], tuple[bytes, bool, bool]] | None
+try:
+    from ._stuffing import encode as _c_encode
+except ImportError:  # built without a C compiler: MessageEncoder does the same in Python
+    _c_encode = None
 
 DOT_SCAN_LIMIT = 64  # dots looked at one by one before a chunk is stuffed by `replace`
 
@@ -44,8 +51,29 @@ class LineEndNormalizer:
         return CRLF if held else b""
 
 
+class Encoder(Protocol):
+    """Stored message bytes in, POP3 multi-line body bytes out: every chunk through `feed`
+    (stop early once `done`), then `finish` for the rest and the terminator. `whole` does all
+    of it for a message read at once, after `prefix` (the status line)."""
+
+    done: bool
+
+    def feed(self, chunk: Octets) -> Octets: ...
+
+    def finish(self) -> bytes: ...
+
+    def whole(self, prefix: bytes, data: Octets) -> bytes: ...
+
+
+def message_encoder(body_lines: int | None = None) -> Encoder:
+    """The encoder for RETR (`body_lines` None) or TOP: the C one where it was built and applies."""
+    if body_lines is None and _c_encode is not None:
+        return CMessageEncoder()
+    return MessageEncoder(body_lines)
+
+
 class MessageEncoder:
-    """Stored message bytes in, POP3 multi-line body bytes out.
+    """The encoder in Python, and the reference for the C one.
 
     With `body_lines` set (TOP), only the header, the blank line and that many body lines pass;
     `done` then tells the caller it may stop reading.
@@ -78,6 +106,9 @@ class MessageEncoder:
             out += CRLF
         self.done = True
         return out + TERMINATOR
+
+    def whole(self, prefix: bytes, data: Octets) -> bytes:
+        return b"".join((prefix, self.feed(data), self.finish()))
 
     def _flush_normalizer(self) -> Octets:
         data: Octets = self._normalizer.finish()
@@ -118,6 +149,39 @@ class MessageEncoder:
             self._remaining -= 1
         self.done = True
         return data[:pos]
+
+
+class CMessageEncoder:
+    """MessageEncoder without TOP's line limit, on the loop in _stuffing.c: one pass over the
+    message in place of two and no Python-level loop over its dots."""
+
+    __slots__ = ("_at_line_start", "_held_cr", "done")
+
+    def __init__(self) -> None:
+        if _c_encode is None:
+            raise RuntimeError("pop3d was built without its C encoder")
+        self._held_cr = False
+        self._at_line_start = True
+        self.done = False
+
+    def feed(self, chunk: Octets) -> Octets:
+        return self._encode(b"", chunk, False)
+
+    def finish(self) -> bytes:
+        return self._encode(b"", b"", True)
+
+    def whole(self, prefix: bytes, data: Octets) -> bytes:
+        return self._encode(prefix, data, True)
+
+    def _encode(self, prefix: bytes, data: Octets, final: bool) -> bytes:
+        assert _c_encode is not None
+        if self.done:
+            return b""
+        out, self._held_cr, self._at_line_start = _c_encode(
+            prefix, data, self._held_cr, self._at_line_start, final
+        )
+        self.done = final
+        return out
 
 
 def _double_line_dots(data: Octets) -> Octets:

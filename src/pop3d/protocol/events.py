@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .dotstuff import MessageEncoder
+from .dotstuff import Encoder
 from .maildrop import MessageInfo
 
 
@@ -71,12 +71,13 @@ class OpenMaildrop:
 class SendMessage:
     """RETR or TOP. Open the message; if that fails call message_failed. Otherwise write
     `status_line`, then every chunk of the stored message through `encoder.feed` (stop early once
-    `encoder.done`), then `encoder.finish()`, and call message_sent."""
+    `encoder.done`), then `encoder.finish()` (or all of it with `encoder.whole`), and call
+    message_sent."""
 
     number: int
     message: MessageInfo
     status_line: bytes
-    encoder: MessageEncoder
+    encoder: Encoder
 
 
 @dataclass(frozen=True, slots=True)

@@ -387,8 +387,7 @@ class Pop3Session(asyncio.Protocol):
         data = self._maildrop.read_now(event.message)
         if data is None:
             return False
-        encoder = event.encoder
-        self._write(b"".join((event.status_line, encoder.feed(data), encoder.finish())))
+        self._write(event.encoder.whole(event.status_line, data))
         core.message_sent()
         return True
 

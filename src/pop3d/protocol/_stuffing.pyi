@@ -1,0 +1,3 @@
+def encode(
+    prefix: bytes, chunk: bytes | bytearray, held_cr: bool, at_line_start: bool, final: bool, /
+) -> tuple[bytes, bool, bool]: ...
