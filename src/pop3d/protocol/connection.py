@@ -163,6 +163,8 @@ class Connection:
         return self._waiting is not None
 
     def data_to_send(self) -> bytes:
+        if not self._out:  # after most events: a RETR's status line goes out with its message
+            return b""
         data = b"".join(self._out)
         self._out.clear()
         return data
@@ -352,6 +354,8 @@ class Connection:
     def _dispatch(self, command: cmd.Command) -> bool:
         """Run a command its state allows. False when it was refused as a bad command."""
         match command:
+            case cmd.Retr(arg):  # first: most commands of a session are RETR
+                return self._send_message(arg, None)
             case cmd.Capa():
                 self._reply(multiline(ok("Capability list follows"), self._capabilities()))
             case cmd.Quit():
@@ -388,8 +392,6 @@ class Connection:
                 number, message = found
                 value = message.size if isinstance(command, cmd.List) else message.uidl
                 self._reply(ok(f"{number} {value}"))
-            case cmd.Retr(arg):
-                return self._send_message(arg, None)
             case cmd.Top(arg, lines):
                 if not lines.isdigit() or not lines.isascii():
                     self._reply(err(f"Invalid number of lines: {lines[:20]}"))

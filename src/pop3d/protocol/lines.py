@@ -24,17 +24,22 @@ class LineBuffer:
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0  # start of the unconsumed part of _buf
         self._scanned = 0  # offset up to which _buf is known to hold no LF
         self._discarding = False
 
     def feed(self, data: bytes) -> None:
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._scanned = max(0, self._scanned - self._pos)
-            self._pos = 0
-        self._buf += data
+        if self._pos >= len(self._buf):
+            # All of it was consumed, as it is after nearly every read (one command, one
+            # reply): the new data becomes the buffer without a copy, and its lines are
+            # sliced out of it as `bytes` directly.
+            self._buf = data
+            self._pos = self._scanned = 0
+            return
+        self._scanned = max(0, self._scanned - self._pos)
+        self._buf = self._buf[self._pos :] + data  # bounded: MAX_QUEUED_INPUT pauses reading
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
@@ -42,7 +47,7 @@ class LineBuffer:
 
     def clear(self) -> None:
         """Forget everything buffered (STLS: plaintext sent after the command is not trusted)."""
-        self._buf.clear()
+        self._buf = b""
         self._pos = self._scanned = 0
         self._discarding = False
 
@@ -66,8 +71,8 @@ class LineBuffer:
             stop = end - 1 if end > start and self._buf[end - 1] == 0x0D else end
             if stop - start > self.max_line:
                 return LINE_TOO_LONG
-            return bytes(self._buf[start:stop])
+            return self._buf[start:stop]
 
     def _drop_all(self) -> None:
-        self._buf.clear()
+        self._buf = b""
         self._pos = self._scanned = 0
