@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,31 @@ def test_dot_files_and_tmp_are_not_messages(store: MaildirStore) -> None:
     assert listing(store) == []
 
 
+def test_only_regular_files_are_messages(store: MaildirStore) -> None:
+    # A FIFO would block whoever opens it: it is not listed, and the login does not hang.
+    md = store.path_for(ALICE)
+    put(md, "new", "1700000001.M1P1.h", b"real\n")
+    os.mkfifo(md / "new/1700000000.M1P1.h")
+    (md / "cur/1700000002.M1P1.h:2,S").mkdir()
+    assert [m.ref.name for m in arun(store.open(ALICE)).messages] == ["1700000001.M1P1.h"]
+
+
+def test_read_file_takes_only_whole_regular_files(tmp_path: Path, read_file: ReadFile) -> None:
+    small = tmp_path / "small"
+    small.write_bytes(b"a\nb\n")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    large = tmp_path / "large"
+    large.write_bytes(b"x" * (nowait.LIMIT + 1))
+    os.mkfifo(tmp_path / "fifo")
+    assert read_file(str(small)) == b"a\nb\n"
+    assert read_file(str(empty)) == b""
+    assert read_file(str(tmp_path / "missing")) is None
+    assert read_file(str(large)) is None
+    assert read_file(str(tmp_path / "fifo")) is None  # and it did not block
+    assert read_file(str(tmp_path)) is None
+
+
 def test_unsuitable_unique_names_get_a_hashed_uidl() -> None:
     long = "x" * 80
     assert len(uidl_for(long)) == 40
@@ -233,6 +259,22 @@ def _evict(path: Path) -> None:
         os.close(fd)
 
 
+ReadFile = Callable[[str], "bytes | bytearray | None"]
+
+
+@pytest.fixture(scope="module", params=["c", "ctypes"])
+def read_file(request: pytest.FixtureRequest) -> Iterator[ReadFile]:
+    """The tests of reading on the loop run on both ways of making the calls."""
+    if not nowait.AVAILABLE:
+        not_here("openat2 with RESOLVE_CACHED needs Linux 5.12 or later")
+    chosen = nowait.read_in_c if request.param == "c" else nowait.read_with_ctypes
+    if request.param == "c" and nowait._read_cached is None:
+        not_here("the C module _nowait was not built (no C compiler or Python headers)")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nowait, "read_file", chosen)
+        yield chosen
+
+
 def _requires_nowait(directory: Path) -> None:
     if not nowait.AVAILABLE:
         not_here("openat2 with RESOLVE_CACHED needs Linux 5.12 or later")
@@ -246,6 +288,7 @@ def _requires_nowait(directory: Path) -> None:
         not_here("this filesystem keeps files in memory: nothing to evict")
 
 
+@pytest.mark.usefixtures("read_file")
 def test_read_now_takes_what_the_kernel_holds_and_never_what_it_must_fetch(
     store: MaildirStore,
 ) -> None:
@@ -269,6 +312,7 @@ def test_read_now_takes_what_the_kernel_holds_and_never_what_it_must_fetch(
     arun(go())
 
 
+@pytest.mark.usefixtures("read_file")
 def test_a_pool_read_brings_the_small_messages_after_it(store: MaildirStore) -> None:
     md = store.path_for(ALICE)
     paths = [put(md, "new", f"17000000{i:02d}.M1P1.host", b"m%d\n" % i) for i in range(5)]
@@ -289,6 +333,7 @@ def test_a_pool_read_brings_the_small_messages_after_it(store: MaildirStore) -> 
     arun(go())
 
 
+@pytest.mark.usefixtures("read_file")
 def test_read_now_of_a_message_moved_away_leaves_it_to_the_pool(store: MaildirStore) -> None:
     md = store.path_for(ALICE)
     put(md, "new", "1700000000.M1P1.host", b"body\n")

@@ -287,8 +287,8 @@ def _scan(path: Path) -> dict[str, MaildirRef]:
             with os.scandir(path / sub) as entries:
                 for entry in entries:
                     name = entry.name
-                    if name.startswith("."):
-                        continue
+                    if name.startswith(".") or not entry.is_file():
+                        continue  # a message is a regular file (or a link to one)
                     base = split_name(name)
                     found.setdefault(base, MaildirRef(sub, name, base))
         except FileNotFoundError:
@@ -334,7 +334,10 @@ def _snapshot(path: Path, legacy_reader: Reader | None) -> list[MessageInfo]:
 
 
 def _measure(file: Path) -> int:
-    with open(file, "rb") as f:
+    # O_NONBLOCK here and in _open_ref: a FIFO in a Maildir must not hang a thread (and the
+    # maildrop's lock) in open(); it reads as empty.
+    fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
         return wire_size(iter(lambda: f.read(CHUNK_SIZE), b""))
 
 
@@ -470,7 +473,7 @@ class MaildirMaildrop:
         return fd, first
 
     def _open_ref(self, ref: MaildirRef) -> int:
-        flags = os.O_RDONLY | os.O_CLOEXEC
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             return os.open(f"{self.path}/{ref.subdir}/{ref.name}", flags)
         except FileNotFoundError:
