@@ -15,99 +15,107 @@
 #include <Python.h>
 #include <string.h>
 
-/* Make room for `need` more octets at *o in the bytes object *out, growing it geometrically. */
-static int
-reserve(PyObject **out, char **o, Py_ssize_t need)
+/* Below this an allocation comes from malloc's heap, where allocating the most a chunk can grow
+ * to and shrinking the result afterwards costs nothing. Above it malloc maps fresh pages, and a
+ * size that varies from call to call keeps it doing so (a page fault per 4 KB): there the size
+ * is counted first and allocated exactly. 128 KiB is glibc's default mmap threshold. */
+#define HEAP_ALLOCATION (128 * 1024)
+
+typedef struct {
+    int held_cr, line_start;
+} State;
+
+/* The encoding of [s, end) after what `state` says came before, written to o; with o NULL only
+ * its length is counted. Returns the length; `state` becomes the state after it. */
+static Py_ssize_t
+encode_into(char *o, const char *s, const char *end, State *state, int final)
 {
-    char *start = PyBytes_AS_STRING(*out);
-    Py_ssize_t used = *o - start, size = PyBytes_GET_SIZE(*out);
-    if (size - used >= need)
-        return 0;
-    Py_ssize_t grown = size + (size >> 1);
-    if (grown < used + need)
-        grown = used + need;
-    if (_PyBytes_Resize(out, grown) < 0)
-        return -1;
-    *o = PyBytes_AS_STRING(*out) + used;
-    return 0;
+    const char *begin = s;
+    Py_ssize_t n = 0;
+#define PUT(c) (o ? (void)(o[n] = (c)) : (void)0, n++)
+    if (state->held_cr && (s < end || final)) {
+        /* The CR held from the last chunk: a line end if an LF (or the end) follows, else text. */
+        PUT('\r');
+        state->held_cr = 0;
+        if (s < end && *s != '\n') {
+            state->line_start = 0;
+        } else {
+            if (s < end)
+                s++;
+            PUT('\n');
+            state->line_start = 1;
+        }
+    }
+    if (s < end && end[-1] == '\r' && !final) {
+        end--;
+        state->held_cr = 1;
+    }
+    while (s < end) {
+        const char *lf = memchr(s, '\n', end - s);
+        Py_ssize_t len = (lf ? lf : end) - s;
+        if (state->line_start && *s == '.')
+            PUT('.');
+        if (o)
+            memcpy(o + n, s, len);
+        n += len;
+        if (lf == NULL) {
+            state->line_start = 0;
+            break;
+        }
+        if (len == 0 || lf[-1] != '\r')
+            PUT('\r');
+        PUT('\n');
+        state->line_start = 1;
+        s = lf + 1;
+    }
+    if (final) {
+        if (!state->line_start) {
+            /* After a CR that ended the input (it is the last octet out) only its LF is missing. */
+            if (end == begin || end[-1] != '\r')
+                PUT('\r');
+            PUT('\n');
+            state->line_start = 1;
+        }
+        PUT('.');
+        PUT('\r');
+        PUT('\n');
+    }
+#undef PUT
+    return n;
 }
 
 static PyObject *
 encode(PyObject *module, PyObject *args)
 {
     Py_buffer prefix, chunk;
-    int held_cr, line_start, final;
-    if (!PyArg_ParseTuple(args, "y*y*ppp:encode", &prefix, &chunk, &held_cr, &line_start, &final))
+    State state;
+    int final;
+    if (!PyArg_ParseTuple(args, "y*y*ppp:encode", &prefix, &chunk, &state.held_cr,
+                          &state.line_start, &final))
         return NULL;
     PyObject *result = NULL;
     const char *s = chunk.buf, *end = s + chunk.len;
-    /* Mail grows by one octet per line, so this is rarely outgrown; reserve() handles the rest. */
-    Py_ssize_t guess = chunk.len + chunk.len / 16 + 16;
-    if (guess > PY_SSIZE_T_MAX - prefix.len) {
+    if (chunk.len > (PY_SSIZE_T_MAX - prefix.len - 8) / 2) {
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix.len + guess);
+    /* Every octet becomes at most two (LF to CRLF, a line's first dot doubled), plus a held CR
+     * and the line end and terminator of `final`. */
+    Py_ssize_t size = 2 * chunk.len + 6;
+    if (prefix.len + size > HEAP_ALLOCATION) {
+        State counted = state;
+        size = encode_into(NULL, s, end, &counted, final);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix.len + size);
     if (out == NULL)
         goto done;
     char *o = PyBytes_AS_STRING(out);
     memcpy(o, prefix.buf, prefix.len);
-    o += prefix.len;
-
-    if (held_cr && (s < end || final)) {
-        /* The CR held from the last chunk: a line end if an LF (or the end) follows, else text. */
-        *o++ = '\r';
-        held_cr = 0;
-        if (s < end && *s != '\n') {
-            line_start = 0;
-        } else {
-            if (s < end)
-                s++;
-            *o++ = '\n';
-            line_start = 1;
-        }
-    }
-    if (s < end && end[-1] == '\r' && !final) {
-        end--;
-        held_cr = 1;
-    }
-    while (s < end) {
-        const char *lf = memchr(s, '\n', end - s);
-        Py_ssize_t len = (lf ? lf : end) - s;
-        if (reserve(&out, &o, len + 3) < 0)
-            goto fail;
-        if (line_start && *s == '.')
-            *o++ = '.';
-        memcpy(o, s, len);
-        o += len;
-        if (lf == NULL) {
-            line_start = 0;
-            break;
-        }
-        if (len == 0 || lf[-1] != '\r')
-            *o++ = '\r';
-        *o++ = '\n';
-        line_start = 1;
-        s = lf + 1;
-    }
-    if (final) {
-        if (reserve(&out, &o, 6) < 0)
-            goto fail;
-        if (!line_start) {
-            /* After a CR that ended the input (it is the last octet out) only its LF is missing. */
-            if (end == (const char *)chunk.buf || end[-1] != '\r')
-                *o++ = '\r';
-            *o++ = '\n';
-        }
-        memcpy(o, ".\r\n", 3);
-        o += 3;
-    }
-    if (_PyBytes_Resize(&out, o - PyBytes_AS_STRING(out)) < 0)
+    Py_ssize_t n = encode_into(o + prefix.len, s, end, &state, final);
+    if (n != size && _PyBytes_Resize(&out, prefix.len + n) < 0)
         goto done;
-    result = Py_BuildValue("(NNN)", out, PyBool_FromLong(held_cr), PyBool_FromLong(line_start));
-    goto done;
-fail:
-    Py_DECREF(out);
+    result = Py_BuildValue("(NNN)", out, PyBool_FromLong(state.held_cr),
+                           PyBool_FromLong(state.line_start));
 done:
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&chunk);

@@ -24,7 +24,7 @@ class LineBuffer:
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._pos = 0  # start of the unconsumed part of _buf
         self._scanned = 0  # offset up to which _buf is known to hold no LF
         self._discarding = False
@@ -34,12 +34,22 @@ class LineBuffer:
             # All of it was consumed, as it is after nearly every read (one command, one
             # reply): the new data becomes the buffer without a copy, and its lines are
             # sliced out of it as `bytes` directly.
-            self._buf = data
+            self._buf = bytes(data)
             self._pos = self._scanned = 0
             return
+        # Data accumulates (a partial line, or input while an event is pending): in a
+        # bytearray, which grows in place, so a client sending a byte at a time costs a
+        # byte's work per read, not a copy of everything buffered.
+        if isinstance(self._buf, bytes):
+            self._buf = bytearray(self._buf[self._pos :])
+        elif self._pos >= len(self._buf) // 2:
+            del self._buf[: self._pos]
+        else:
+            self._buf += data
+            return
         self._scanned = max(0, self._scanned - self._pos)
-        self._buf = self._buf[self._pos :] + data  # bounded: MAX_QUEUED_INPUT pauses reading
         self._pos = 0
+        self._buf += data
 
     @property
     def buffered(self) -> int:
@@ -71,7 +81,8 @@ class LineBuffer:
             stop = end - 1 if end > start and self._buf[end - 1] == 0x0D else end
             if stop - start > self.max_line:
                 return LINE_TOO_LONG
-            return self._buf[start:stop]
+            line = self._buf[start:stop]
+            return line if isinstance(line, bytes) else bytes(line)
 
     def _drop_all(self) -> None:
         self._buf = b""
