@@ -198,8 +198,6 @@ def test_many_dots_in_one_chunk_are_all_stuffed(make: type[Encoder]) -> None:
 def test_a_large_message_encodes_exactly(make: type[Encoder]) -> None:
     # Large enough that the C encoder counts before it allocates, and of every kind of line.
     data = b"\n" * 100_000 + b".\n" * 1000 + b"a\r\n.b\rc\n" * 10_000 + b"\r"
-    expected = (
-        b"\r\n" * 100_000 + b"..\r\n" * 1000 + b"a\r\n..b\rc\r\n" * 10_000 + b"\r\n.\r\n"
-    )
+    expected = b"\r\n" * 100_000 + b"..\r\n" * 1000 + b"a\r\n..b\rc\r\n" * 10_000 + b"\r\n.\r\n"
     assert make().whole(b"+OK\r\n", data) == b"+OK\r\n" + expected
     assert encode_with(make(), data, 65_536) == expected

@@ -6,6 +6,9 @@
  * read_cached(path, limit) -> bytes | None
  *   The whole regular file at path if it is at most limit octets and the kernel has every part
  *   of it at hand (its path in the dentry cache, its pages in the page cache), else None.
+ * open_cached(path, flags) -> int | None
+ *   A descriptor for path opened with flags (plus O_CLOEXEC, and O_NONBLOCK unless O_PATH) if
+ *   its path is in the dentry cache, else None. No O_CREAT: creating may wait for the disk.
  * probe() -> bool
  *   Whether this kernel has openat2 with RESOLVE_CACHED (Linux 5.12) and lets us call it.
  */
@@ -35,11 +38,23 @@ struct how {
 #define RESOLVE_CACHED_ 0x20
 
 static int
-open_cached(const char *path)
+openat2_cached(const char *path, int flags)
 {
-    /* O_NONBLOCK: a FIFO someone put in a Maildir would otherwise block the open itself. */
-    struct how how = {O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0, RESOLVE_CACHED_};
+    /* O_NONBLOCK: a FIFO someone put in a Maildir would otherwise block the open itself.
+     * openat2 refuses it with O_PATH, which opens nothing to block on. */
+    if (!(flags & O_PATH))
+        flags |= O_NONBLOCK;
+    struct how how = {(uint64_t)(flags | O_CLOEXEC), 0, RESOLVE_CACHED_};
     return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+}
+
+/* openat2_cached on a path from PyUnicode_FSConverter, which it releases. */
+static int
+open_converted(PyObject *path, int flags)
+{
+    int fd = openat2_cached(PyBytes_AS_STRING(path), flags);
+    Py_DECREF(path);
+    return fd;
 }
 
 static PyObject *
@@ -49,8 +64,7 @@ read_cached(PyObject *module, PyObject *args)
     Py_ssize_t limit;
     if (!PyArg_ParseTuple(args, "O&n:read_cached", PyUnicode_FSConverter, &path, &limit))
         return NULL;
-    int fd = open_cached(PyBytes_AS_STRING(path));
-    Py_DECREF(path);
+    int fd = open_converted(path, O_RDONLY);
     if (fd < 0)
         Py_RETURN_NONE;
     PyObject *data = NULL;
@@ -73,9 +87,30 @@ read_cached(PyObject *module, PyObject *args)
 }
 
 static PyObject *
+open_cached(PyObject *module, PyObject *args)
+{
+    PyObject *path;
+    int flags;
+    if (!PyArg_ParseTuple(args, "O&i:open_cached", PyUnicode_FSConverter, &path, &flags))
+        return NULL;
+    if (flags & (O_CREAT | O_TRUNC)) {
+        Py_DECREF(path);
+        PyErr_SetString(PyExc_ValueError, "open_cached cannot create or truncate");
+        return NULL;
+    }
+    int fd = open_converted(path, flags);
+    if (fd < 0)
+        Py_RETURN_NONE;
+    PyObject *result = PyLong_FromLong(fd);
+    if (result == NULL)
+        close(fd);
+    return result;
+}
+
+static PyObject *
 probe(PyObject *module, PyObject *unused)
 {
-    int fd = open_cached("/");
+    int fd = openat2_cached("/", O_RDONLY);
     if (fd >= 0) {
         close(fd);
         Py_RETURN_TRUE;
@@ -86,6 +121,7 @@ probe(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"read_cached", read_cached, METH_VARARGS, "read_cached(path, limit) -> bytes | None"},
+    {"open_cached", open_cached, METH_VARARGS, "open_cached(path, flags) -> int | None"},
     {"probe", probe, METH_NOARGS, "probe() -> bool"},
     {NULL, NULL, 0, NULL},
 };

@@ -91,31 +91,66 @@ def read_with_ctypes(path: str) -> bytes | bytearray | None:
         os.close(fd)
 
 
+def open_with_ctypes(path: str, flags: int) -> int | None:
+    """`open_file` where the C module is missing."""
+    if flags & (os.O_CREAT | os.O_TRUNC):
+        raise ValueError("open_file cannot create or truncate")
+    if _syscall is None:
+        return None
+    if not flags & os.O_PATH:  # openat2 refuses O_NONBLOCK with O_PATH
+        flags |= os.O_NONBLOCK
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+    fd = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
+    return fd if fd >= 0 else None
+
+
 def read_in_c(path: str) -> bytes | bytearray | None:
     """`read_file` through `_nowait.c`."""
     assert _read_cached is not None
     return _read_cached(path, LIMIT)
 
 
-def _unavailable(path: str) -> None:
+def _no_read(path: str) -> None:
+    return None
+
+
+def _no_open(path: str, flags: int) -> None:
     return None
 
 
 _read_cached: Callable[[str, int], bytes | None] | None
+_open_cached: Callable[[str, int], int | None] | None
 _probe: Callable[[], bool] | None
 try:
+    from ._nowait import open_cached as _open_cached
     from ._nowait import probe as _probe
     from ._nowait import read_cached as _read_cached
 except ImportError:  # built without a C compiler, or not on Linux
-    _read_cached = _probe = None
+    _read_cached = _open_cached = _probe = None
 
 read_file: Callable[[str], bytes | bytearray | None]
 """The whole file if the kernel has it at hand and it is at most LIMIT octets, else None (also
 for a file that is missing or not a regular file: the caller's slow path finds out why)."""
-if _probe is not None and _probe():
-    read_file = read_in_c
+open_file: Callable[[str, int], int | None]
+"""A descriptor for the path opened with `flags` (and O_CLOEXEC, and O_NONBLOCK unless O_PATH) if
+the kernel has its path at hand, else None (also when it is missing). Never creates: that may
+wait."""
+if _probe is not None and _open_cached is not None and _probe():
+    read_file, open_file = read_in_c, _open_cached
 elif _syscall is not None:
-    read_file = read_with_ctypes
+    read_file, open_file = read_with_ctypes, open_with_ctypes
 else:
-    read_file = _unavailable
-AVAILABLE = read_file is not _unavailable
+    read_file, open_file = _no_read, _no_open
+AVAILABLE = read_file is not _no_read
+
+
+def stat_now(path: str) -> os.stat_result | None:
+    """The path's stat if the kernel has it at hand, else None. An O_PATH descriptor reaches
+    the inode the cached dentry holds in memory: its fstat reads no disk."""
+    fd = open_file(path, os.O_PATH)
+    if fd is None:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
