@@ -23,6 +23,7 @@ from .corpus import Expected
 
 TERMINATOR = b"\r\n.\r\n"
 TIMEOUT = 60.0  # seconds any one session may take: a server that stalls is an error, not a hang
+LARGE_REPLY = 256 * 1024  # from here a reply is received in a buffer of its own
 
 
 class ProtocolError(Exception):
@@ -38,7 +39,7 @@ class Client(asyncio.BufferedProtocol):
         self.used = 0
         self.transport: asyncio.Transport | None = None
         self._want: str | None = None
-        self._waiter: asyncio.Future[bytes] | None = None
+        self._waiter: asyncio.Future[tuple[bytes | bytearray, int]] | None = None
         self._scan = 0
         self.received = 0
 
@@ -83,24 +84,36 @@ class Client(asyncio.BufferedProtocol):
                 self._scan = max(status_end, used - 4)
                 return
             end = found + 5
-        reply = bytes(memoryview(buf)[:end])
         rest = used - end
-        if rest:
-            buf[:rest] = buf[end:used]
+        reply: bytes | bytearray
+        if end >= LARGE_REPLY:
+            # Hand the buffer itself over (cut to the reply's end by `_reply`, once the
+            # transport lets go of it): copying out a 50 MB reply cost the load generator more
+            # than receiving it. What came after the reply starts a new buffer.
+            reply = buf
+            self.buf = bytearray(max(4096, 2 * rest))
+            self.buf[:rest] = memoryview(buf)[end:used]
+        else:
+            reply = bytes(memoryview(buf)[:end])
+            if rest:
+                buf[:rest] = buf[end:used]
         self.used, self._scan = rest, 0
         waiter, self._waiter = self._waiter, None
-        waiter.set_result(reply)
+        waiter.set_result((reply, end))
 
-    async def _reply(self, want: str) -> bytes:
+    async def _reply(self, want: str) -> bytes | bytearray:
         self._want = want
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._check()  # the reply may be here already
-        return await waiter
+        reply, end = await waiter
+        if len(reply) > end:
+            del reply[end:]  # a handed-over buffer (bytes are cut already)
+        return reply
 
-    async def line(self) -> bytes:
+    async def line(self) -> bytes | bytearray:
         return await self._reply("line")
 
-    async def command(self, text: str) -> bytes:
+    async def command(self, text: str) -> bytes | bytearray:
         assert self.transport is not None
         self.transport.write(text.encode() + b"\r\n")
         reply = await self.line()
@@ -108,8 +121,14 @@ class Client(asyncio.BufferedProtocol):
             raise ProtocolError(f"{text.split(maxsplit=1)[0]}: {reply[:80]!r}")
         return reply
 
-    async def multiline(self, text: str) -> bytes:
+    async def multiline(self, text: str, expect: int = 0) -> bytes | bytearray:
+        """The reply to `text`; `expect` is its size when known (RETR of a listed message), so
+        that a large one is received into a buffer of its size, not one doubled to it."""
         assert self.transport is not None
+        if expect >= LARGE_REPLY and len(self.buf) - self.used < expect + 4096:
+            grown = bytearray(self.used + expect + 4096)
+            grown[: self.used] = memoryview(self.buf)[: self.used]
+            self.buf = grown
         self.transport.write(text.encode() + b"\r\n")
         reply = await self._reply("multi")
         if not reply.startswith(b"+OK"):
@@ -121,7 +140,7 @@ class Client(asyncio.BufferedProtocol):
             self.transport.close()
 
 
-def body_of(reply: bytes) -> bytes | memoryview:
+def body_of(reply: bytes | bytearray) -> bytes | bytearray | memoryview:
     """A multi-line reply's content, unstuffed, without the status line and terminator (a view
     into `reply` when there was nothing to unstuff, which is most of the time)."""
     start = reply.index(b"\r\n") + 2
@@ -168,7 +187,7 @@ async def full_session(
     wrong = int(int(stat[2]) != sum(sizes))
     wanted = Counter((e.size, e.crc) for e in expected)
     for number, size in enumerate(sizes, 1):
-        content = body_of(await client.multiline(f"RETR {number}"))
+        content = body_of(await client.multiline(f"RETR {number}", size))
         got = (len(content), zlib.crc32(content))
         if len(content) != size:
             wrong += 1
