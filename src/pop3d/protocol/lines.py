@@ -39,16 +39,12 @@ class LineBuffer:
             return
         # Data accumulates (a partial line, or input while an event is pending): in a
         # bytearray, which grows in place, so a client sending a byte at a time costs a
-        # byte's work per read, not a copy of everything buffered.
-        if isinstance(self._buf, bytes):
-            self._buf = bytearray(self._buf[self._pos :])
-        elif self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-        else:
-            self._buf += data
-            return
-        self._scanned = max(0, self._scanned - self._pos)
-        self._pos = 0
+        # byte's work per read, not a copy of everything buffered. The consumed part is
+        # dropped once it is half the buffer.
+        if isinstance(self._buf, bytes) or self._pos >= len(self._buf) // 2:
+            self._buf = bytearray(memoryview(self._buf)[self._pos :])
+            self._scanned = max(0, self._scanned - self._pos)
+            self._pos = 0
         self._buf += data
 
     @property

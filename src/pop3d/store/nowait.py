@@ -35,9 +35,7 @@ class _OpenHow(ctypes.Structure):
     ]
 
 
-# O_NONBLOCK: a FIFO someone put in a Maildir would otherwise block the open itself.
-_HOW = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, 0, _RESOLVE_CACHED)
-_HOW_REF, _HOW_SIZE = ctypes.byref(_HOW), ctypes.sizeof(_HOW)
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
 
 
 def _openat2() -> Callable[..., int] | None:
@@ -53,7 +51,8 @@ def _openat2() -> Callable[..., int] | None:
     syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
                         ctypes.c_size_t]  # fmt: skip
     # Probe once: ENOSYS (old kernel, seccomp) or EINVAL (no RESOLVE_CACHED) turn it off.
-    fd = syscall(_SYS_OPENAT2, _AT_FDCWD, b"/", _HOW_REF, _HOW_SIZE)
+    how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+    fd = syscall(_SYS_OPENAT2, _AT_FDCWD, b"/", ctypes.byref(how), _HOW_SIZE)
     if fd < 0 and ctypes.get_errno() != errno.EAGAIN:
         return None
     if fd >= 0:
@@ -67,10 +66,8 @@ _syscall = _openat2()
 def read_with_ctypes(path: str) -> bytes | bytearray | None:
     """`read_file` where the C module is missing. The bytes come as the bytearray they were
     read into: copying them again would cost more than the read."""
-    if _syscall is None:
-        return None
-    fd = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), _HOW_REF, _HOW_SIZE)
-    if fd < 0:
+    fd = open_with_ctypes(path, os.O_RDONLY)
+    if fd is None:
         return None
     try:
         st = os.fstat(fd)
@@ -97,7 +94,9 @@ def open_with_ctypes(path: str, flags: int) -> int | None:
         raise ValueError("open_file cannot create or truncate")
     if _syscall is None:
         return None
-    if not flags & os.O_PATH:  # openat2 refuses O_NONBLOCK with O_PATH
+    # O_NONBLOCK: a FIFO someone put in a Maildir would otherwise block the open itself.
+    # openat2 refuses it with O_PATH, which opens nothing to block on.
+    if not flags & os.O_PATH:
         flags |= os.O_NONBLOCK
     how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
     fd = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
