@@ -6,6 +6,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,9 +31,14 @@ class LineClient:
     """A bare socket client: what a person at telnet does, byte for byte."""
 
     def __init__(
-        self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+        source: str | None = None,
     ) -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
+        source_address = (source, 0) if source else None
+        self.sock = socket.create_connection((host, port), 10, source_address)
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
@@ -89,7 +95,8 @@ def message_files(server: ServerThread, user: str) -> list[str]:
 
 
 class ServerProcess:
-    """pop3d as its own process (for signals and kill -9)."""
+    """pop3d as its own process (for signals and kill -9). Its log is read as it comes, so a
+    busy server never waits on a full pipe."""
 
     def __init__(self, config: Path) -> None:
         self.config = config
@@ -105,6 +112,13 @@ class ServerProcess:
         self._wait_ready()
         self.port = self.ports.get("plain", 0)
         self.tls_port = self.ports.get("implicit TLS", 0)
+        self._reader = threading.Thread(target=self._read_rest, daemon=True)
+        self._reader.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
 
     def _wait_ready(self) -> None:
         assert self.proc.stdout is not None
@@ -122,9 +136,9 @@ class ServerProcess:
         raise RuntimeError("pop3d did not start")
 
     def read_log(self) -> str:
-        assert self.proc.stdout is not None
-        rest = self.proc.stdout.read()
-        self.log.append(rest)
+        """Everything logged; waits for the process to exit."""
+        self.proc.wait()
+        self._reader.join()
         return "".join(self.log)
 
     def stop(self) -> None:

@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
-from pop3d.protocol.connection import CallerError, Connection, SessionPolicy, State
+from pop3d.protocol.connection import CallerError, Connection, SaslOffer, SessionPolicy, State
 from pop3d.protocol.events import Close, Login, MessageFailure, SendMessage, StoreFailure
+from pop3d.protocol.lines import ENDLESS_MARGIN
 from pop3d.protocol.maildrop import MessageInfo
 from tests.unit.driver import FakeWorld, Session, pump
 
@@ -198,6 +199,28 @@ def test_line_too_long_is_refused_and_skipped() -> None:
     assert s.feed(b"y" * 5000) == b""  # the rest of that line is dropped as it comes
     assert s.feed(b"z\r\nSTAT\r\n") == b"+OK 1 50\r\n"
     assert s.conn.buffered_input == 0
+
+
+def test_a_line_that_never_ends_closes_the_session_past_the_margin() -> None:
+    s = logged_in(max_line=300)
+    assert s.feed(b"x" * 301) == b"-ERR Line too long (more than 300 octets).\r\n"
+    sent = 301
+    while s.world.closed is None:
+        reply = s.feed(b"x" * 1024)
+        sent += 1024
+    assert reply == b"-ERR Line too long.\r\n"
+    assert s.world.closed == "line too long"
+    assert 300 + ENDLESS_MARGIN < sent <= 300 + ENDLESS_MARGIN + 1024
+    assert s.feed(b"\r\nSTAT\r\n") == b""  # nothing more is read, let alone obeyed
+    assert s.world.expunged == []
+
+
+def test_a_sasl_line_that_never_ends_closes_the_session() -> None:
+    s = Session(world(), SessionPolicy(sasl=(SaslOffer("PLAIN", True),), max_sasl_line=20_000))
+    assert s.send("AUTH PLAIN") == b"+ \r\n"
+    assert s.feed(b"A" * (20_000 + ENDLESS_MARGIN)) == b"-ERR Authentication line too long.\r\n"
+    assert s.feed(b"A" * 2) == b"-ERR Line too long.\r\n"
+    assert s.world.closed == "line too long"
 
 
 def test_a_255_octet_command_line_is_accepted() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pop3d.protocol.lines import LINE_TOO_LONG, LineBuffer
+from pop3d.protocol.lines import ENDLESS_MARGIN, LINE_ENDLESS, LINE_TOO_LONG, LineBuffer
 
 
 def drain(buf: LineBuffer) -> list[bytes | object]:
@@ -34,7 +34,7 @@ def test_a_long_line_is_reported_once_and_dropped_as_it_arrives() -> None:
     buf = LineBuffer(10)
     buf.feed(b"x" * 11)
     assert drain(buf) == [LINE_TOO_LONG]
-    for _ in range(1000):
+    for _ in range(ENDLESS_MARGIN // 100 - 1):  # short of the margin: the line may still end
         buf.feed(b"y" * 100)
         assert drain(buf) == []
         assert buf.buffered <= 100
@@ -91,3 +91,58 @@ def test_buffer_stays_bounded(data: bytes, chunk: int) -> None:
         buf.feed(data[i : i + chunk])
         drain(buf)
         assert buf.buffered <= 100 + chunk
+
+
+def test_a_line_that_never_ends_is_given_up_on_past_the_margin() -> None:
+    buf = LineBuffer(300)
+    limit = 300 + ENDLESS_MARGIN
+    fed = 0
+    results: list[bytes | object] = []
+    while LINE_ENDLESS not in results:
+        buf.feed(b"x" * 1000)
+        fed += 1000
+        results += drain(buf)
+        assert buf.buffered <= 1000
+    assert results == [LINE_TOO_LONG, LINE_ENDLESS]
+    assert limit < fed <= limit + 1000
+
+
+def test_a_line_just_within_the_margin_still_ends_normally() -> None:
+    # The margin counts every octet before the LF (a CR too: it may come apart from the LF).
+    buf = LineBuffer(300)
+    buf.feed(b"x" * (300 + ENDLESS_MARGIN - 1) + b"\r\nnext\r\n")
+    assert drain(buf) == [LINE_TOO_LONG, b"next"]
+    buf = LineBuffer(300)
+    buf.feed(b"x" * (300 + ENDLESS_MARGIN + 1) + b"\n")
+    assert drain(buf) == [LINE_TOO_LONG, LINE_ENDLESS]
+
+
+def test_a_line_of_the_limit_exactly_with_its_cr_apart_from_its_lf() -> None:
+    buf = LineBuffer(10)
+    buf.feed(b"x" * 10 + b"\r")
+    assert drain(buf) == []
+    buf.feed(b"\n")
+    assert drain(buf) == [b"x" * 10]
+
+
+@given(st.integers(0, 3 * ENDLESS_MARGIN), st.lists(st.integers(500, 70_000), min_size=1))
+def test_long_lines_get_the_same_answers_whatever_the_chunking(
+    length: int, sizes: list[int]
+) -> None:
+    data = b"y" * length + b"\r\nnext\r\n"
+    whole = LineBuffer(300)
+    whole.feed(data)
+    expected = drain(whole)
+    buf = LineBuffer(300)
+    out: list[bytes | object] = []
+    pos = i = 0
+    while pos < len(data) and LINE_ENDLESS not in out:
+        size = sizes[i % len(sizes)]
+        buf.feed(data[pos : pos + size])
+        pos += size
+        i += 1
+        out += drain(buf)
+    if LINE_ENDLESS in expected:
+        out = out[: out.index(LINE_ENDLESS) + 1]
+        expected = expected[: expected.index(LINE_ENDLESS) + 1]
+    assert out == expected

@@ -72,3 +72,21 @@ def test_a_very_long_siege_does_not_overflow() -> None:
     for _ in range(5000):
         delay = p.failure("192.0.2.1")
     assert delay == 15
+
+
+def test_current_tells_the_delay_without_recording() -> None:
+    p, clock = penalty()
+    assert p.current("192.0.2.1") == 0
+    p.failure("192.0.2.1")
+    p.failure("192.0.2.1")
+    assert p.current("192.0.2.1") == 4
+    assert p.current("192.0.2.1") == 4
+    assert p.current("192.0.2.2") == 0
+    clock.now += 900
+    assert p.current("192.0.2.1") == 0
+
+
+def test_current_is_zero_for_trusted_networks() -> None:
+    p, _ = penalty(trusted_networks=(ipaddress.ip_network("10.0.0.0/8"),))
+    p.failure("10.1.2.3")
+    assert p.current("10.1.2.3") == 0

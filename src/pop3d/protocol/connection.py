@@ -22,6 +22,7 @@ from .events import (
     ApopCredentials,
     AuthFailure,
     Close,
+    CloseReason,
     Event,
     Expunge,
     Login,
@@ -34,7 +35,7 @@ from .events import (
     StartTls,
     StoreFailure,
 )
-from .lines import LineBuffer, LineTooLong
+from .lines import LINE_ENDLESS, LineBuffer, LineTooLong
 from .maildrop import MaildropView, MessageInfo, Rejected
 from .replies import RespCode, err, multiline, ok
 
@@ -178,7 +179,7 @@ class Connection:
             if line is None:
                 if not self._eof:
                     return None
-                self._close("connection closed by client")
+                self._close(CloseReason.CLIENT_CLOSED)
                 continue
             self._handle_line(line)
         event = self._events.pop(0)
@@ -211,7 +212,7 @@ class Connection:
         self.stats.auth_failures += 1
         if self.stats.auth_failures >= self.policy.max_auth_failures:
             self._reply(err("Too many failed authentications."))
-            self._close("too many failed authentications")
+            self._close(CloseReason.AUTH_FAILURES)
 
     def sasl_challenge(self, challenge: bytes) -> None:
         self._expect(SaslStart, SaslResponse)
@@ -263,7 +264,7 @@ class Connection:
             self._out.append(ok(f"Logging out, {_messages(marked)} deleted."))
         else:
             self._out.append(ok("Logging out."))
-        self._close("quit")
+        self._close(CloseReason.QUIT)
 
     def tls_started(self) -> None:
         self._expect(StartTls)
@@ -272,16 +273,16 @@ class Connection:
         self.user = None
 
     def timed_out(self) -> None:
-        self._abort(err("Disconnected for inactivity."), "idle timeout")
+        self._abort(err("Disconnected for inactivity."), CloseReason.IDLE)
 
     def login_timed_out(self) -> None:
-        self._abort(err("Disconnected: no login in the time allowed."), "login timeout")
+        self._abort(err("Disconnected: no login in the time allowed."), CloseReason.LOGIN_TIMEOUT)
 
     def shutting_down(self) -> None:
-        self._abort(err("Server shutting down.", RespCode.SYS_TEMP), "server shutdown")
+        self._abort(err("Server shutting down.", RespCode.SYS_TEMP), CloseReason.SHUTDOWN)
 
     def internal_error(self) -> None:
-        self._abort(err("Internal server error.", RespCode.SYS_TEMP), "internal error")
+        self._abort(err("Internal server error.", RespCode.SYS_TEMP), CloseReason.INTERNAL_ERROR)
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -296,18 +297,24 @@ class Connection:
     def _emit(self, event: Event) -> None:
         self._events.append(event)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: CloseReason) -> None:
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._events.append(Close(reason))
 
-    def _abort(self, reply: bytes, reason: str) -> None:
+    def _abort(self, reply: bytes, reason: CloseReason) -> None:
         if self.state is not State.CLOSED:
             self._out.append(reply)
             self._events.clear()
             self._close(reason)
 
     def _handle_line(self, line: bytes | LineTooLong) -> None:
+        if line is LINE_ENDLESS:
+            # Reading what we only drop still costs CPU: a peer that never ends its line is
+            # not given more of it.
+            self._reply(err("Line too long."))
+            self._close(CloseReason.LINE_TOO_LONG)
+            return
         if self._in_sasl:
             self._sasl_answer(line)
             return
@@ -342,7 +349,7 @@ class Connection:
         )
         if self._bad_commands > limit:
             self._reply(err("Too many bad commands."))
-            self._close("too many bad commands")
+            self._close(CloseReason.BAD_COMMANDS)
 
     def _plaintext_allowed(self) -> bool:
         return self.secure or self.policy.cleartext_network
@@ -432,7 +439,7 @@ class Connection:
     def _quit(self) -> None:
         if self.state is State.AUTHORIZATION:
             self._reply(ok("Bye."))
-            self._close("quit")
+            self._close(CloseReason.QUIT)
             return
         self.state = State.UPDATE
         self._emit(Expunge(self._view().marked()))

@@ -9,7 +9,7 @@ matching `Connection` method. Lines that arrive meanwhile stay queued, in order 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from .dotstuff import Encoder
 from .maildrop import MessageInfo
@@ -94,11 +94,23 @@ class StartTls:
     """STLS was accepted: stop reading, write what is pending, handshake, then tls_started."""
 
 
+class CloseReason(StrEnum):
+    QUIT = "quit"
+    CLIENT_CLOSED = "connection closed by client"
+    AUTH_FAILURES = "too many failed authentications"
+    BAD_COMMANDS = "too many bad commands"
+    LINE_TOO_LONG = "line too long"  # a line went on far past the limit
+    IDLE = "idle timeout"
+    LOGIN_TIMEOUT = "login timeout"
+    SHUTDOWN = "server shutdown"
+    INTERNAL_ERROR = "internal error"
+
+
 @dataclass(frozen=True, slots=True)
 class Close:
     """Write what is pending and close. Nothing is removed unless an Expunge came first."""
 
-    reason: str
+    reason: CloseReason
 
 
 Event = Login | SaslStart | SaslResponse | OpenMaildrop | SendMessage | Expunge | StartTls | Close

@@ -37,19 +37,36 @@ class LoginPenalty:
 
     def failure(self, address: str) -> float:
         """Record a failed login from `address`; the seconds to wait before answering it."""
-        settings = self.settings
-        ip = parse_address(address)
-        if ip is None or any(ip in net for net in settings.trusted_networks):
+        key = self._key(address)
+        if key is None:
             return 0.0
-        key = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
         now = self._clock()
         record = self._records.pop(key, None)
-        if record is None or now - record.last >= settings.penalty_reset:
+        if record is None or now - record.last >= self.settings.penalty_reset:
             record = _Record(0, now)
         record.failures += 1
         record.last = now
         self._records[key] = record
         while len(self._records) > MAX_TRACKED:
             self._records.popitem(last=False)
-        delay = settings.failure_delay * 2.0 ** min(record.failures - 1, 32)
-        return min(delay, settings.max_failure_delay)
+        return self._delay(record.failures)
+
+    def current(self, address: str) -> float:
+        """The delay the failures recorded for `address` call for now (0 for none), without
+        recording anything."""
+        key = self._key(address)
+        record = self._records.get(key) if key is not None else None
+        if record is None or self._clock() - record.last >= self.settings.penalty_reset:
+            return 0.0
+        return self._delay(record.failures)
+
+    def _key(self, address: str) -> str | None:
+        """Whom a failure counts against; None for an address exempt from the penalty."""
+        ip = parse_address(address)
+        if ip is None or any(ip in net for net in self.settings.trusted_networks):
+            return None
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+    def _delay(self, failures: int) -> float:
+        delay = self.settings.failure_delay * 2.0 ** min(failures - 1, 32)
+        return min(delay, self.settings.max_failure_delay)

@@ -66,6 +66,7 @@ class Pop3Server:
         self.store: Mailstore = store or _maildir_store(config, self._io_pool)
         self.tls_context: ssl.SSLContext | None = _tls_context(config)
         self.penalty = LoginPenalty(config.auth)
+        self.line_penalty = LoginPenalty(config.auth)  # for addresses that sent endless lines
         self.sessions: set[Pop3Session] = set()
         self._per_ip: Counter[str] = Counter()
         self.handshakes = 0
@@ -246,7 +247,7 @@ class Pop3Server:
             log.warning("reload: listener changes take effect at the next start")
         self.tls_context, self.users, self.store = tls_context, users, store
         self.authenticator = Authenticator(users, self.auth_pool)
-        self.penalty.settings = config.auth
+        self.penalty.settings = self.line_penalty.settings = config.auth
         self.config = config
         self._policies = {}
         log.info("configuration reloaded")

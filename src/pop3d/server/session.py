@@ -29,6 +29,7 @@ from ..protocol.connection import Connection, SessionStats, State
 from ..protocol.events import (
     AuthFailure,
     Close,
+    CloseReason,
     Credentials,
     Event,
     Expunge,
@@ -72,6 +73,7 @@ class Pop3Session(asyncio.Protocol):
         "_drained",
         "_exchange",
         "_finished",
+        "_held",
         "_last_activity",
         "_loop",
         "_maildrop",
@@ -82,6 +84,7 @@ class Pop3Session(asyncio.Protocol):
         "_transport",
         "_waiting_event",
         "_write_paused",
+        "bytes_in",
         "bytes_out",
         "close_reason",
         "id",
@@ -99,7 +102,7 @@ class Pop3Session(asyncio.Protocol):
         self.peer = "?"
         self.peer_ip = ""
         self.principal: Principal | None = None
-        self.bytes_out = 0
+        self.bytes_in = self.bytes_out = 0
         self.close_reason = "connection lost"
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
@@ -113,6 +116,7 @@ class Pop3Session(asyncio.Protocol):
         self._reading_paused = False
         self._closed = False
         self._finished = False
+        self._held = False  # not read from, nor greeted, until the address has waited
         self._admitted = False
         self._tls = False
         self._connected_at = 0.0
@@ -143,19 +147,42 @@ class Pop3Session(asyncio.Protocol):
         self._tls = self.implicit_tls  # implicit TLS: the handshake is done when we get here
         # Room for a few chunks of a large RETR before the stream waits for the client.
         transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        self._core = Connection(self.server.policy_for(self))
+        # An address that sent a line without end waits (as long as for failed logins)
+        # before anything from it is read again: cutting such a line off bounds what one
+        # connection costs, this bounds how often it can start over.
+        delay = self.server.line_penalty.current(self.peer_ip)
+        if delay:
+            log.info(
+                "session=%d peer=%s held %.1fs: it sent endless lines", self.id, self.peer, delay
+            )
+            self._held = True
+            # On the next turn of the loop: uvloop ignores a pause made in connection_made.
+            # What arrives before that waits in the core.
+            self._loop.call_soon(self._hold)
+            self._loop.call_later(delay, self._begin)
+            return
         self._begin()
+
+    def _hold(self) -> None:
+        if self._held and not self._closed:
+            assert self._transport is not None
+            self._transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._core is None or self._closed:
             return
         self._last_activity = self._loop.time()
+        self.bytes_in += len(data)
         self._core.receive_data(data)
-        self._pump()
+        if not self._held:
+            self._pump()
 
     def eof_received(self) -> bool:
         if self._core is not None and not self._closed:
             self._core.receive_eof()
-            self._pump()
+            if not self._held:
+                self._pump()
         # Keep a plain transport open: replies to what came before EOF still go out. TLS has
         # no half-close, so there asyncio closes once the pending output is written.
         return not self._tls
@@ -173,13 +200,19 @@ class Pop3Session(asyncio.Protocol):
         self._last_activity = self._loop.time()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        if self._task is None and self._core is not None and not self._closed:
+        if self._task is None and self._core is not None and not self._closed and not self._held:
             self._pump()
 
     # ---- the session --------------------------------------------------------------------
 
     def _begin(self) -> None:
-        self._core = Connection(self.server.policy_for(self))
+        if self._closed:
+            return
+        if self._held:
+            self._held = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+            self._connected_at = self._loop.time()  # the time to log in starts now
         self._last_activity = self._loop.time()
         self._arm_timer()
         self._pump()
@@ -196,6 +229,9 @@ class Pop3Session(asyncio.Protocol):
                 self._transport.pause_reading()  # until the handshake takes the transport
             self._flush()
             if isinstance(event, Close):
+                if event.reason is CloseReason.LINE_TOO_LONG:
+                    # Its next connections wait before they are read (see connection_made).
+                    self.server.line_penalty.failure(self.peer_ip)
                 self._close(event.reason)
                 return
             if isinstance(event, SendMessage) and self._send_now(core, event):
@@ -253,10 +289,10 @@ class Pop3Session(asyncio.Protocol):
             stats = self._core.stats if self._core else SessionStats()
             log.info(
                 "session=%d peer=%s logout user=%s reason=%s commands=%d retrieved=%d "
-                "deleted=%d bytes_out=%d",
+                "deleted=%d bytes_in=%d bytes_out=%d",
                 self.id, self.peer, self.principal.name if self.principal else "-",
                 self.close_reason, stats.commands, stats.retrieved, stats.deleted,
-                self.bytes_out,
+                self.bytes_in, self.bytes_out,
             )  # fmt: skip
         if self._admitted:
             self.server.release(self)
