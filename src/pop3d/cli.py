@@ -21,7 +21,8 @@ from . import __version__
 from .auth.base import AuthUnavailable
 from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_password
 from .auth.passwd_file import PasswdFile
-from .auth.schemes import hash_argon2id
+from .auth.sasl.offer import choose
+from .auth.schemes import NEW_HASHES, hash_password
 from .config import Config, ConfigError, load_config
 from .ingress.delivery import Deliverer, Outcome, without_from_line
 from .principal import Principal, is_safe_user_name
@@ -87,7 +88,9 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     passwd = data_dir / "users.passwd"
-    passwd.write_text(f"demo:{hash_argon2id(password.encode())}::::::\n")
+    # SCRAM-SHA-256's keys, from which every mechanism can be completed: a client that will
+    # not send a password in the clear (mpop's default on a plain link) logs in too.
+    passwd.write_text(f"demo:{hash_password('SCRAM-SHA-256', password.encode())}::::::\n")
     passwd.chmod(0o600)
     deliver(data_dir / "mail" / "demo" / "Maildir", [_WELCOME.encode()])
     from .tls import generate_self_signed  # noqa: PLC0415 - see the imports
@@ -254,6 +257,14 @@ def _read_password(args: argparse.Namespace) -> bytes:
     return first.encode()
 
 
+def _new_hash(args: argparse.Namespace, config: Config) -> str:
+    scheme = args.scheme or config.auth.password_scheme
+    try:
+        return hash_password(scheme, _read_password(args))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _check_new_user(name: str) -> None:
     if not is_safe_user_name(name) or ":" in name:
         raise CommandError(f"{name!r} cannot be a user name (no '/', ':', '..', spaces, ...)")
@@ -266,12 +277,12 @@ def _user(args: argparse.Namespace) -> int:
         match args.action:
             case "add":
                 _check_new_user(args.name)
-                add_user(path, args.name, hash_argon2id(_read_password(args)))
+                add_user(path, args.name, _new_hash(args, config))
                 maildir = _maildir_store(config).path_for(Principal(args.name))
                 ensure_maildir(maildir)
                 print(f"added {args.name}, Maildir {maildir}")
             case "passwd":
-                set_password(path, args.name, hash_argon2id(_read_password(args)))
+                set_password(path, args.name, _new_hash(args, config))
                 print(f"password of {args.name} changed")
             case "delete":
                 delete_user(path, args.name)
@@ -317,9 +328,14 @@ def _check_config(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load(args)
     problems = []
+    users = PasswdFile(config.passwd_file)
     try:
-        count = PasswdFile(config.passwd_file).check()
+        count = users.check()
         print(f"passwd-file {config.passwd_file}: {count} users")
+        offer = choose(config.auth.mechanisms, users.census())
+        print(offer.describe().partition(";")[0])
+        for name, why in offer.left_out:
+            print(f"warning: [auth] mechanisms allows {name}, which is not offered: {why}")
     except AuthUnavailable as exc:
         problems.append(str(exc))
     if config.tls.cert and config.tls.key:
@@ -425,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="add, change, delete or list users")
     actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in [
-        ("add", "add a user with an {ARGON2ID} password and create the Maildir"),
+        ("add", "add a user (an {ARGON2ID} password by default) and create the Maildir"),
         ("passwd", "set a user's password"),
         ("delete", "remove a user from the passwd-file (the Maildir stays)"),
         ("list", "list the users"),
@@ -439,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--password-stdin",
                 action="store_true",
                 help="read the password from the first line of standard input",
+            )
+            sub.add_argument(
+                "--scheme",
+                choices=tuple(NEW_HASHES),
+                help="how to store the password (default: [auth] password_scheme, ARGON2ID); "
+                "SCRAM-SHA-256 lets clients log in without sending it",
             )
     user.set_defaults(func=_user)
 

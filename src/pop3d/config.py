@@ -19,6 +19,7 @@ from string import Formatter
 from typing import Any
 
 from .auth.sasl import MECHANISMS
+from .auth.schemes import NEW_HASHES
 from .quota import Quota, parse_size
 from .store.legacy_uidl import READERS as UIDL_READERS
 
@@ -134,7 +135,17 @@ class AuthConfig:
     )
     mechanisms: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN", "SCRAM-SHA-256"),
-        metadata=_doc("SASL mechanisms offered by AUTH.", choices=tuple(MECHANISMS)),
+        metadata=_doc(
+            "SASL mechanisms AUTH may offer; one that needs a stored secret (SCRAM-SHA-256) "
+            "is offered only while every user has a password it can use.",
+            choices=tuple(MECHANISMS),
+        ),
+    )
+    password_scheme: str = field(
+        default="ARGON2ID",
+        metadata=_doc(
+            "Scheme of the passwords `pop3d user add|passwd` writes.", choices=tuple(NEW_HASHES)
+        ),
     )
     cleartext_networks: tuple[IPNetwork, ...] = field(
         default=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),

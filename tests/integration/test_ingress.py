@@ -8,6 +8,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,6 +269,70 @@ def test_user_admin_commands(server: ServerThread, config_file: Path) -> None:
     pop.user("dave@example.org")
     pop.pass_("new")
     pop.quit()
+
+
+def logs_in(server: ServerThread, user: str, password: str) -> None:
+    """Within the second a running server takes to see a changed passwd-file."""
+    deadline = time.monotonic() + 3
+    while True:
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        pop.user(user)
+        try:
+            pop.pass_(password)
+        except poplib.error_proto:
+            if time.monotonic() > deadline:
+                raise
+            pop.close()
+            time.sleep(0.2)
+            continue
+        pop.quit()
+        return
+
+
+@pytest.mark.parametrize("scheme", ["ARGON2ID", "SCRAM-SHA-256", "SHA512-CRYPT", "BLF-CRYPT"])
+def test_user_add_and_passwd_with_each_scheme(
+    server: ServerThread, config_file: Path, scheme: str
+) -> None:
+    cfg = ["--config", str(config_file)]
+    added = pop3d("user", "add", *cfg, "erin", "--scheme", scheme, "--password-stdin", stdin=b"e\n")
+    assert added.returncode == 0, added.stderr
+    assert "erin:{" + scheme + "}" in server.config.passwd_file.read_text()
+    logs_in(server, "erin", "e")
+    changed = pop3d(
+        "user", "passwd", *cfg, "alice", "--scheme", scheme, "--password-stdin", stdin=b"a2\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "alice:{" + scheme + "}" in server.config.passwd_file.read_text()
+    logs_in(server, "alice", "a2")
+    # check-config says which allowed mechanism the users' passwords leave out, and why.
+    report = pop3d("check-config", *cfg).stdout
+    if scheme == "SCRAM-SHA-256":
+        assert "SASL mechanisms offered: PLAIN LOGIN SCRAM-SHA-256\n" in report
+        assert "warning" not in report
+    else:
+        assert "SASL mechanisms offered: PLAIN LOGIN\n" in report
+        assert (
+            "warning: [auth] mechanisms allows SCRAM-SHA-256, which is not offered: "
+            f"2 users have a password it cannot use ({{{scheme}}} 2)\n"
+        ) in report
+
+
+def test_the_default_scheme_comes_from_the_config(server: ServerThread, tmp_path: Path) -> None:
+    config = tmp_path / "scram.toml"
+    config.write_text(
+        f'[auth]\npasswd_file = "{server.config.passwd_file}"\npassword_scheme = "SCRAM-SHA-256"\n'
+        f'[maildir]\npath = "{server.config.maildir_template}"\n'
+    )
+    added = pop3d("user", "add", "--config", str(config), "erin", "--password-stdin", stdin=b"e\n")
+    assert added.returncode == 0, added.stderr
+    assert "erin:{SCRAM-SHA-256}4096," in server.config.passwd_file.read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "pop3d", "user", "passwd", "--config", str(config), "erin",
+         "--password-stdin"],
+        input=b"\xff\xfe\n", capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert b"SCRAM-SHA-256 cannot store this password" in bad.stderr
 
 
 def test_two_admins_at_once_lose_nothing(server: ServerThread, config_file: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import logging
+import time
 from pathlib import Path
 
 import pytest
 import scramp
 
-from pop3d.auth.schemes import ScramEntry
+from pop3d.auth.schemes import ScramEntry, hash_password
 from pop3d.testing import ServerThread
 from tests.integration.conftest import ALICE_PASSWORD, LineClient
 
@@ -28,7 +30,7 @@ def scram_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     stored = "{SCRAM-SHA-256}" + ",".join(
         [str(entry.iterations), b64(entry.salt), b64(entry.stored_key), b64(entry.server_key)]
     )
-    users = {"alice": ALICE_PASSWORD, "carol": stored, "dave": "{SHA512-CRYPT}$6$x$y"}
+    users = {"alice": ALICE_PASSWORD, "carol": stored}
     with ServerThread.in_directory(tmp_path, users=users) as server:
         yield server
 
@@ -122,8 +124,15 @@ def test_sasl_lines_may_be_long_but_not_endless(server: ServerThread) -> None:
     assert client.command("NOOP") == b"-ERR Log in first.\r\n"
 
 
-def scram_login(server: ServerThread, user: str, password: str, *, initial: bool = True) -> bytes:
-    client = connect(server)
+def scram_login(
+    server: ServerThread,
+    user: str,
+    password: str,
+    *,
+    initial: bool = True,
+    client: LineClient | None = None,
+) -> bytes:
+    client = client or connect(server)
     scram = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
     first = scram.get_client_first()
     if initial:
@@ -149,14 +158,60 @@ def test_scram_with_a_plain_password_and_no_initial_response(scram_server: Serve
 
 
 @pytest.mark.parametrize(
-    ("user", "password"),
-    [("carol", "wrong"), ("alice", "wrong"), ("nobody", "x"), ("dave", "x")],
+    ("user", "password"), [("carol", "wrong"), ("alice", "wrong"), ("nobody", "x")]
 )
 def test_scram_failures_look_alike(scram_server: ServerThread, user: str, password: str) -> None:
     assert scram_login(scram_server, user, password) == b"-ERR [AUTH] Authentication failed.\r\n"
+
+
+def test_scram_for_a_user_added_without_keys_fails_alike(scram_server: ServerThread) -> None:
+    """A session that began while SCRAM was offered keeps it; a user added meanwhile whose
+    hash SCRAM cannot use fails as an unknown user does, and new sessions are not offered
+    SCRAM any more."""
+    client = connect(scram_server)
+    passwd = scram_server.config.passwd_file
+    passwd.write_text(passwd.read_text() + "dave:{SHA512-CRYPT}$6$x$y::::::\n")
+    reply = scram_login(scram_server, "dave", "x", client=client)
+    assert reply == b"-ERR [AUTH] Authentication failed.\r\n"
+    deadline = time.monotonic() + 5
+    while True:  # the server looks at the passwd-file once a second
+        fresh = connect(scram_server)
+        fresh.send(b"CAPA\r\n")
+        capabilities = fresh.read_multiline()
+        if b"SCRAM" not in capabilities or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert b"SASL PLAIN LOGIN\r\n" in capabilities
+    assert fresh.command("AUTH SCRAM-SHA-256") == (
+        b"-ERR Unsupported authentication mechanism SCRAM-SHA-256.\r\n"
+    )
 
 
 def test_scram_garbage(scram_server: ServerThread) -> None:
     client = connect(scram_server)
     reply = client.command("AUTH SCRAM-SHA-256 " + b64("this is not scram"))
     assert reply == b"-ERR Authentication exchange was malformed.\r\n"
+
+
+def test_the_offer_is_logged_once_and_again_when_the_users_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = {"alice": "{PLAIN}x", "bob": hash_password("ARGON2ID", b"y")}
+
+    def offers() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "SASL mechanisms" in r.getMessage()]
+
+    with (
+        caplog.at_level(logging.INFO, logger="pop3d.server"),
+        ServerThread.in_directory(tmp_path, users=users) as server,
+    ):
+        time.sleep(2.5)  # the server looks at the passwd-file twice more meanwhile
+        assert offers() == [
+            "SASL mechanisms offered: PLAIN LOGIN; SCRAM-SHA-256 left out: 1 user has a "
+            "password it cannot use ({ARGON2ID} 1)"
+        ]
+        server.config.passwd_file.write_text("alice:{PLAIN}x\nbob:{PLAIN}y\n")
+        deadline = time.monotonic() + 5
+        while len(offers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert offers()[1:] == ["SASL mechanisms offered: PLAIN LOGIN SCRAM-SHA-256"]

@@ -88,36 +88,40 @@ def test_plain_exchange() -> None:
     authenticator, _ = auth(alice="{PLAIN}pw")
     plain = MECHANISMS["PLAIN"]
     exchange = plain(authenticator)
-    assert exchange.step(None) == Challenge(b"")
-    result = exchange.step(b"\0alice\0pw")
+    assert asyncio.run(exchange.step(None)) == Challenge(b"")
+    result = asyncio.run(exchange.step(b"\0alice\0pw"))
     assert isinstance(result, Success)
     assert result.principal.name == "alice"
-    assert plain(authenticator).step(b"alice\0alice\0pw") == Success(result.principal)
-    assert plain(authenticator).step(b"\0alice\0nope") == Failure(AuthFailure.CREDENTIALS, "alice")
-    assert plain(authenticator).step(b"x\0alice\0pw") == Failure(AuthFailure.CREDENTIALS, "alice")
-    assert plain(authenticator).step(b"\0\xff\0pw") == Failure(AuthFailure.MALFORMED)
-    assert plain(authenticator).step(b"") == Failure(AuthFailure.MALFORMED)
+    assert asyncio.run(plain(authenticator).step(b"alice\0alice\0pw")) == Success(result.principal)
+    assert asyncio.run(plain(authenticator).step(b"\0alice\0nope")) == Failure(
+        AuthFailure.CREDENTIALS, "alice"
+    )
+    assert asyncio.run(plain(authenticator).step(b"x\0alice\0pw")) == Failure(
+        AuthFailure.CREDENTIALS, "alice"
+    )
+    assert asyncio.run(plain(authenticator).step(b"\0\xff\0pw")) == Failure(AuthFailure.MALFORMED)
+    assert asyncio.run(plain(authenticator).step(b"")) == Failure(AuthFailure.MALFORMED)
 
 
 def test_login_exchange() -> None:
     authenticator, _ = auth(alice="{PLAIN}pw")
     exchange = MECHANISMS["LOGIN"](authenticator)
-    assert exchange.step(None) == Challenge(b"Username:")
-    assert exchange.step(b"alice") == Challenge(b"Password:")
-    assert isinstance(exchange.step(b"pw"), Success)
+    assert asyncio.run(exchange.step(None)) == Challenge(b"Username:")
+    assert asyncio.run(exchange.step(b"alice")) == Challenge(b"Password:")
+    assert isinstance(asyncio.run(exchange.step(b"pw")), Success)
 
 
 def run_scram(authenticator: Authenticator, user: str, password: str) -> object:
     client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
     exchange = MECHANISMS["SCRAM-SHA-256"](authenticator)
-    first = exchange.step(client.get_client_first().encode())
+    first = asyncio.run(exchange.step(client.get_client_first().encode()))
     assert isinstance(first, Challenge)
     client.set_server_first(first.data.decode())
-    final = exchange.step(client.get_client_final().encode())
+    final = asyncio.run(exchange.step(client.get_client_final().encode()))
     if not isinstance(final, Challenge):
         return final
     client.set_server_final(final.data.decode())
-    return exchange.step(b"")
+    return asyncio.run(exchange.step(b""))
 
 
 def test_scram_against_a_doveadm_entry() -> None:
@@ -139,4 +143,4 @@ def test_scram_with_a_comma_in_the_user_name() -> None:
 def test_scram_refuses_an_extra_step() -> None:
     authenticator, _ = auth(alice="{PLAIN}pw")
     exchange = MECHANISMS["SCRAM-SHA-256"](authenticator)
-    assert exchange.step(b"garbage") == Failure(AuthFailure.MALFORMED, None)
+    assert asyncio.run(exchange.step(b"garbage")) == Failure(AuthFailure.MALFORMED, None)

@@ -6,7 +6,13 @@ import subprocess
 
 import pytest
 
-from pop3d.auth.schemes import StoredPassword, UnknownScheme, hash_argon2id
+from pop3d.auth.schemes import (
+    NEW_HASHES,
+    StoredPassword,
+    UnknownScheme,
+    hash_argon2id,
+    hash_password,
+)
 from tests.conftest import require_program
 
 DOVEADM = {
@@ -103,3 +109,25 @@ def test_fresh_doveadm_hashes_verify(scheme: str) -> None:
     stored = StoredPassword.parse(value)
     assert stored.verify("Zürich 2026!".encode())
     assert not stored.verify(b"Zurich 2026!")
+
+
+@pytest.mark.parametrize("scheme", list(NEW_HASHES))
+def test_new_hashes_verify_here_and_in_dovecot(scheme: str) -> None:
+    value = hash_password(scheme, "Zürich 2026!".encode())
+    assert value.startswith("{" + scheme + "}")
+    stored = StoredPassword.parse(value)
+    assert stored.verify("Zürich 2026!".encode())
+    assert not stored.verify(b"Zurich 2026!")
+    require_program("doveadm")
+    checked = subprocess.run(
+        ["doveadm", "pw", "-t", value, "-p", "Zürich 2026!"], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "(verified)" in checked.stdout
+
+
+def test_a_password_a_scheme_cannot_store_is_refused() -> None:
+    with pytest.raises(ValueError, match="SCRAM-SHA-256 cannot store"):
+        hash_password("SCRAM-SHA-256", b"\xff")
+    with pytest.raises(ValueError, match="72 octets"):
+        hash_password("BLF-CRYPT", b"x" * 73)

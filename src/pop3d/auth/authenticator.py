@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from ..principal import Principal, is_safe_user_name
 from ..protocol.events import ApopCredentials, Credentials, PasswordCredentials
 from .base import UserDatabase, UserEntry
 from .schemes import ScramEntry
+
+T = TypeVar("T")
 
 
 class Authenticator:
@@ -38,8 +42,11 @@ class Authenticator:
                 stored = entry.password if entry and entry.password else dummy
                 if not stored.costly:
                     return self.verify_password(entry, credentials.password)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.login_blocking, credentials)
+        return await self.blocking(self.login_blocking, credentials)
+
+    async def blocking(self, func: Callable[..., T], *args: Any) -> T:
+        """Run what blocks or costs (lookups, hashes) on the authentication pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     def login_blocking(self, credentials: Credentials) -> Principal | None:
         entry = self._find(credentials.user)

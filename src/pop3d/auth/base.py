@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +27,23 @@ class UserEntry:
         return Principal(self.name, self.home)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemeCensus:
+    """How many users keep their password in each scheme: what decides which SASL
+    mechanisms that need a stored secret can be offered."""
+
+    counts: tuple[tuple[str, int], ...] = ()  # (scheme, users), most common first
+
+    @classmethod
+    def of(cls, entries: Iterable[UserEntry]) -> SchemeCensus:
+        counted = Counter(e.password.scheme for e in entries if e.password is not None)
+        return cls(tuple(counted.most_common()))
+
+    def without(self, schemes: Collection[str]) -> tuple[tuple[str, int], ...]:
+        """The schemes not in `schemes`, with their users."""
+        return tuple((scheme, n) for scheme, n in self.counts if scheme not in schemes)
+
+
 class UserDatabase(Protocol):
     """Blocking lookups: called from the authentication thread pool, never on the event loop."""
 
@@ -40,4 +59,9 @@ class UserDatabase(Protocol):
     def timing_dummy(self) -> StoredPassword:
         """A password of the kind most users have, verified for unknown users so that they
         cost the same time as known ones."""
+        ...
+
+    def census(self) -> SchemeCensus:
+        """The password schemes of the users as the database holds them now (re-read if it
+        changed); raises AuthUnavailable."""
         ...

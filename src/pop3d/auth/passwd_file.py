@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..quota import quota_from_extra_fields
-from .base import AuthUnavailable, UserEntry
+from .base import AuthUnavailable, SchemeCensus, UserEntry
 from .schemes import StoredPassword, UnknownScheme, hash_argon2id
 
 log = logging.getLogger("pop3d.auth")
@@ -46,6 +46,7 @@ class PasswdFile:
         self._signature: tuple[int, int, int] | None = None
         self._users: dict[str, UserEntry] = {}
         self._dummy: StoredPassword | None = None
+        self._census = SchemeCensus()
         self._checked = float("-inf")  # when the file was last compared with what we hold
 
     def lookup(self, name: str) -> UserEntry | None:
@@ -66,6 +67,10 @@ class PasswdFile:
                 self._dummy = StoredPassword.parse(hash_argon2id(os.urandom(16)))
             return self._dummy
 
+    def census(self) -> SchemeCensus:
+        self._current()
+        return self._census
+
     def check(self) -> int:
         """Load the file now (for start-up checks); the number of users."""
         return len(self._current())
@@ -80,6 +85,7 @@ class PasswdFile:
             if signature != self._signature:
                 self._users = self._load()
                 self._dummy = _pick_dummy(self._users)
+                self._census = SchemeCensus.of(self._users.values())
                 self._signature = signature
             self._checked = time.monotonic()
             return self._users

@@ -244,3 +244,40 @@ class StoredPassword:
 def hash_argon2id(password: bytes) -> str:
     """A new {ARGON2ID} field, in the form `doveadm pw -s ARGON2ID` writes."""
     return "{ARGON2ID}" + _argon2.hash(password)
+
+
+def _hash_scram(password: bytes) -> str:
+    """Dovecot's {SCRAM-SHA-256} form: iterations,salt,stored key,server key (base64)."""
+    entry = ScramEntry.from_password("SCRAM-SHA-256", password)
+    keys = (entry.salt, entry.stored_key, entry.server_key)
+    encoded = ",".join(base64.b64encode(k).decode("ascii") for k in keys)
+    return f"{{SCRAM-SHA-256}}{entry.iterations},{encoded}"
+
+
+def _hash_sha512_crypt(password: bytes) -> str:
+    # crypt(3)'s default of 5000 rounds, as `doveadm pw -s SHA512-CRYPT` writes it.
+    return "{SHA512-CRYPT}" + str(passlib_hash.sha512_crypt.using(rounds=5000).hash(password))
+
+
+def _hash_bcrypt(password: bytes) -> str:
+    return "{BLF-CRYPT}" + bcrypt.hashpw(password, bcrypt.gensalt(rounds=10)).decode("ascii")
+
+
+# The schemes `pop3d user add|passwd --scheme` writes; the first is the default.
+NEW_HASHES: dict[str, Callable[[bytes], str]] = {
+    "ARGON2ID": hash_argon2id,
+    "SCRAM-SHA-256": _hash_scram,
+    "SHA512-CRYPT": _hash_sha512_crypt,
+    "BLF-CRYPT": _hash_bcrypt,
+}
+
+
+def hash_password(scheme: str, password: bytes) -> str:
+    """A new `{SCHEME}value` field; raises ValueError for a password the scheme cannot take
+    (SCRAM needs UTF-8 that SASLprep allows; bcrypt reads at most 72 octets)."""
+    if scheme == "BLF-CRYPT" and len(password) > 72:
+        raise ValueError("BLF-CRYPT uses only the first 72 octets of a password")
+    try:
+        return NEW_HASHES[scheme](password)
+    except (UnicodeDecodeError, scramp.ScramException) as exc:
+        raise ValueError(f"{scheme} cannot store this password: {exc}") from None

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..auth.authenticator import Authenticator
-from ..auth.base import UserDatabase
+from ..auth.base import AuthUnavailable, UserDatabase
 from ..auth.passwd_file import PasswdFile
 from ..auth.sasl import MECHANISMS
 from ..auth.sasl.base import Exchange
+from ..auth.sasl.offer import choose
 from ..config import Config
 from ..ingress.delivery import Deliverer
 from ..ingress.lmtp import start_lmtp
@@ -34,6 +35,9 @@ from .penalty import LoginPenalty
 from .session import Pop3Session
 
 log = logging.getLogger("pop3d.server")
+
+# How often the user database is looked at for a change of the mechanisms it allows.
+USERS_CHECKED_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,9 @@ class Pop3Server:
         self._hostname = socket.gethostname()
         # Sessions without an APOP challenge share their policy: (implicit TLS, cleartext ok).
         self._policies: dict[tuple[bool, bool], SessionPolicy] = {}
+        self._census_readable = True
+        self.mechanisms = choose(config.auth.mechanisms, None)
+        self._watcher: asyncio.Task[None] | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class Pop3Server:
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        await self._read_census(starting=True)
+        self._watcher = self.loop.create_task(self._watch_users())
         self._listeners = listeners or bind(self.config)
         for sock in self._listeners.plain:
             self._servers.append(
@@ -121,6 +130,29 @@ class Pop3Server:
             self._lmtp = await start_lmtp(
                 self._listeners.lmtp, self.deliverer, self.config, self._io_pool
             )
+
+    async def _watch_users(self) -> None:
+        while True:
+            await asyncio.sleep(USERS_CHECKED_EVERY)
+            await self._read_census()
+
+    async def _read_census(self, *, starting: bool = False) -> None:
+        """Look at the user database (re-read when it changed): offer the SASL mechanisms
+        it allows, and log what changed."""
+        try:
+            census = await self.loop.run_in_executor(self.auth_pool, self.users.census)
+        except AuthUnavailable as exc:
+            if self._census_readable:
+                log.error("cannot read the user database: %s", exc)
+            self._census_readable = False
+            census = None
+        else:
+            self._census_readable = True
+        offer = choose(self.config.auth.mechanisms, census)
+        if offer != self.mechanisms or starting:
+            log.info("%s", offer.describe())
+            self.mechanisms = offer
+            self._policies = {}
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         while True:
@@ -196,6 +228,8 @@ class Pop3Server:
             server.close()
         for task in [*self._accepting, *self._handshaking]:
             task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         self._listeners.close()
         self._servers.clear()
         self._lmtp.clear()
@@ -250,6 +284,7 @@ class Pop3Server:
         self.penalty.settings = self.line_penalty.settings = config.auth
         self.config = config
         self._policies = {}
+        self.spawn(self._read_census())  # what the new users and mechanisms allow
         log.info("configuration reloaded")
 
     # ---- what sessions ask of the server -----------------------------------------------
@@ -313,7 +348,7 @@ class Pop3Server:
             secure=secure,
             stls_available=self.tls_context is not None,
             cleartext_network=cleartext,
-            sasl=tuple(SaslOffer(n, MECHANISMS[n].plaintext) for n in config.auth.mechanisms),
+            sasl=tuple(SaslOffer(n, MECHANISMS[n].plaintext) for n in self.mechanisms.offered),
             max_line=config.limits.max_line_length,
             max_sasl_line=config.limits.max_sasl_line_length,
             max_bad_commands_authorization=config.limits.max_bad_commands_authorization,

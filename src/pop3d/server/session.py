@@ -27,6 +27,7 @@ from ..auth.sasl.base import Challenge, Exchange, Failure, Success
 from ..principal import Principal
 from ..protocol.connection import Connection, SessionStats, State
 from ..protocol.events import (
+    ApopCredentials,
     AuthFailure,
     Close,
     CloseReason,
@@ -89,6 +90,7 @@ class Pop3Session(asyncio.Protocol):
         "close_reason",
         "id",
         "implicit_tls",
+        "mechanism",
         "peer",
         "peer_ip",
         "principal",
@@ -102,6 +104,7 @@ class Pop3Session(asyncio.Protocol):
         self.peer = "?"
         self.peer_ip = ""
         self.principal: Principal | None = None
+        self.mechanism = "-"  # how the last login was tried: USER, APOP or a SASL mechanism
         self.bytes_in = self.bytes_out = 0
         self.close_reason = "connection lost"
         self._loop = server.loop
@@ -330,6 +333,7 @@ class Pop3Session(asyncio.Protocol):
     # ---- authentication -----------------------------------------------------------------
 
     async def _login(self, core: Connection, credentials: Credentials) -> None:
+        self.mechanism = "APOP" if isinstance(credentials, ApopCredentials) else "USER"
         try:
             principal = await self.server.authenticator.login(credentials)
         except AuthUnavailable as exc:
@@ -340,6 +344,7 @@ class Pop3Session(asyncio.Protocol):
 
     async def _sasl(self, core: Connection, event: SaslStart | SaslResponse) -> None:
         if isinstance(event, SaslStart):
+            self.mechanism = event.mechanism
             mechanism = self.server.mechanism(event.mechanism)
             self._exchange = mechanism(self.server.authenticator)
             response = event.initial_response
@@ -348,7 +353,7 @@ class Pop3Session(asyncio.Protocol):
         exchange = self._exchange
         assert exchange is not None, "a SASL response without an exchange"
         try:
-            step = await self._loop.run_in_executor(self.server.auth_pool, exchange.step, response)
+            step = await exchange.step(response)
         except AuthUnavailable as exc:
             log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
             self._exchange = None
@@ -366,8 +371,8 @@ class Pop3Session(asyncio.Protocol):
             case Failure(reason, user):
                 self._exchange = None
                 log.info(
-                    "session=%d peer=%s login failed user=%s reason=%s",
-                    self.id, self.peer, (user or "-")[:64], reason.value,
+                    "session=%d peer=%s login failed user=%s mechanism=%s reason=%s",
+                    self.id, self.peer, (user or "-")[:64], self.mechanism, reason.value,
                 )  # fmt: skip
                 core.auth_failed(reason)
 
@@ -375,8 +380,9 @@ class Pop3Session(asyncio.Protocol):
         if principal is None:
             delay = self.server.penalty.failure(self.peer_ip)
             log.info(
-                "session=%d peer=%s login failed user=%s reason=credentials delay=%.1fs",
-                self.id, self.peer, user[:64], delay,
+                "session=%d peer=%s login failed user=%s mechanism=%s reason=credentials "
+                "delay=%.1fs",
+                self.id, self.peer, user[:64], self.mechanism, delay,
             )  # fmt: skip
             if delay:
                 await asyncio.sleep(delay)
@@ -414,7 +420,10 @@ class Pop3Session(asyncio.Protocol):
             return
         self._maildrop = maildrop
         count = len(maildrop.messages)
-        log.info("session=%d peer=%s login user=%s messages=%d", self.id, self.peer, name, count)
+        log.info(
+            "session=%d peer=%s login user=%s mechanism=%s messages=%d",
+            self.id, self.peer, name, self.mechanism, count,
+        )  # fmt: skip
         core.maildrop_opened(maildrop.messages)
 
     def _send_now(self, core: Connection, event: SendMessage) -> bool:

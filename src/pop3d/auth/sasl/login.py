@@ -12,12 +12,13 @@ from .base import Challenge, Failure, Step, Success, decode_utf8
 class Login:
     name: ClassVar[str] = "LOGIN"
     plaintext: ClassVar[bool] = True
+    completes_from: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
         self._user: str | None = None
 
-    def step(self, response: bytes | None) -> Step:
+    async def step(self, response: bytes | None) -> Step:
         if self._user is None:
             if response is None:  # no initial response: ask for the name
                 return Challenge(b"Username:")
@@ -26,7 +27,7 @@ class Login:
                 return Failure(AuthFailure.MALFORMED)
             self._user = user
             return Challenge(b"Password:")
-        principal = self._authenticator.login_blocking(
+        principal = await self._authenticator.login(
             PasswordCredentials(self._user, response or b"")
         )
         if principal is None:

@@ -12,12 +12,13 @@ from .base import Challenge, Failure, Step, Success, decode_utf8
 class Plain:
     name: ClassVar[str] = "PLAIN"
     plaintext: ClassVar[bool] = True
+    completes_from: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
         self._asked = False
 
-    def step(self, response: bytes | None) -> Step:
+    async def step(self, response: bytes | None) -> Step:
         if response is None and not self._asked:
             self._asked = True
             return Challenge(b"")  # no initial response: ask for it with an empty challenge
@@ -27,7 +28,7 @@ class Plain:
         authzid, authcid = decode_utf8(parts[0]), decode_utf8(parts[1])
         if authzid is None or authcid is None:
             return Failure(AuthFailure.MALFORMED)
-        principal = self._authenticator.login_blocking(PasswordCredentials(authcid, parts[2]))
+        principal = await self._authenticator.login(PasswordCredentials(authcid, parts[2]))
         if principal is None or authzid not in ("", principal.name):
             # Acting as another user (authzid) is not offered: master users are not a feature.
             return Failure(AuthFailure.CREDENTIALS, authcid)

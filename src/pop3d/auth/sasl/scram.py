@@ -1,8 +1,9 @@
 """SCRAM-SHA-256 (RFC 5802, RFC 7677), server side, with `scramp`.
 
 Users whose passwd-file entry is `{SCRAM-SHA-256}` (as `doveadm pw -s SCRAM-SHA-256` writes
-it) or `{PLAIN}` can use it. For anyone else, known or not, the exchange runs on with keys that
-no password matches, so SCRAM does not tell an attacker which users exist. The server's final
+it) or `{PLAIN}` can use it, and it is offered only while every user's is (see `offer`). For
+anyone else, known or not, the exchange runs on with keys that no password matches, so SCRAM
+does not tell an attacker which users exist. The server's final
 message goes out as one more challenge, and the client's empty answer completes the login
 (RFC 4422 section 5, for protocols without additional data on success). Channel binding
 (SCRAM-SHA-256-PLUS) is not offered.
@@ -19,6 +20,7 @@ import scramp
 
 from ...protocol.events import AuthFailure
 from ..authenticator import Authenticator
+from ..schemes import PLAINTEXT_SCHEMES
 from .base import Challenge, Failure, Step, Success, decode_utf8
 
 _MECHANISM = scramp.ScramMechanism("SCRAM-SHA-256")
@@ -30,6 +32,7 @@ _DECOY_KEY = os.urandom(32)
 class ScramSha256:
     name: ClassVar[str] = "SCRAM-SHA-256"
     plaintext: ClassVar[bool] = False
+    completes_from: ClassVar[frozenset[str] | None] = PLAINTEXT_SCHEMES | {"SCRAM-SHA-256"}
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
@@ -46,14 +49,16 @@ class ScramSha256:
             return salt, os.urandom(32), os.urandom(32), 4096
         return entry.salt, entry.stored_key, entry.server_key, entry.iterations
 
-    def step(self, response: bytes | None) -> Step:
+    async def step(self, response: bytes | None) -> Step:
         self._stage += 1
         if self._stage == 1:
-            return self._client_first(response)
+            # scramp asks for the user's keys (`_keys`) from inside: a lookup, perhaps PBKDF2.
+            return await self._authenticator.blocking(self._client_first, response)
         if self._stage == 2:
             return self._client_final(response or b"")
         if self._stage == 3 and response == b"":
-            principal = self._authenticator.principal_for(self._user or "")
+            name = self._user or ""
+            principal = await self._authenticator.blocking(self._authenticator.principal_for, name)
             if principal is not None:
                 return Success(principal)
             return Failure(AuthFailure.CREDENTIALS, self._user)
