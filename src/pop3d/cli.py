@@ -85,6 +85,14 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
     config_path = data_dir / CONFIG_NAME
     if config_path.exists():
         return config_path
+    password = create_data_dir(data_dir)
+    print(f"Created {data_dir}/ with user 'demo', password: {password}")
+    print("(the password is shown only this once; it is stored hashed in users.passwd)")
+    return config_path
+
+
+def create_data_dir(data_dir: Path) -> str:
+    """Write the embedded default into `data_dir`; the demo user's new password."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     passwd = data_dir / "users.passwd"
@@ -97,10 +105,8 @@ def bootstrap_data_dir(data_dir: Path) -> Path:
 
     (data_dir / "tls").mkdir(mode=0o700, exist_ok=True)
     generate_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem")
-    config_path.write_text(_DEFAULT_CONFIG)
-    print(f"Created {data_dir}/ with user 'demo', password: {password}")
-    print("(the password is shown only this once; it is stored hashed in users.passwd)")
-    return config_path
+    (data_dir / CONFIG_NAME).write_text(_DEFAULT_CONFIG)
+    return password
 
 
 class CommandError(Exception):

@@ -13,6 +13,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Formatter
@@ -134,10 +135,11 @@ class AuthConfig:
         metadata=_doc("Threads verifying passwords (default: one per core).", minimum=1),
     )
     mechanisms: tuple[str, ...] = field(
-        default=("PLAIN", "LOGIN", "SCRAM-SHA-256"),
+        default=("PLAIN", "LOGIN", "SCRAM-SHA-256", "OAUTHBEARER", "XOAUTH2"),
         metadata=_doc(
             "SASL mechanisms AUTH may offer; one that needs a stored secret (SCRAM-SHA-256) "
-            "is offered only while every user has a password it can use.",
+            "is offered only while every user has a password it can use, OAUTHBEARER and "
+            "XOAUTH2 only with [oauth2].",
             choices=tuple(MECHANISMS),
         ),
     )
@@ -274,6 +276,48 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuth2Config:
+    issuer: str | None = field(
+        default=None,
+        metadata=_doc("The identity provider's issuer (the tokens' `iss`).", required=True),
+    )
+    audience: str | None = field(
+        default=None, metadata=_doc("The `aud` a token must name (recommended).")
+    )
+    username_claim: str = field(
+        default="email", metadata=_doc("The claim that names the user (e.g. preferred_username).")
+    )
+    jwks: str | None = field(
+        default=None,
+        metadata=_doc("The provider's keys: a JWKS file, or its https URL.", path_or_url=True),
+    )
+    introspection_url: str | None = field(
+        default=None,
+        metadata=_doc("Instead of jwks: an RFC 7662 introspection endpoint.", url=True),
+    )
+    client_id: str | None = field(
+        default=None, metadata=_doc("Our client id at the introspection endpoint.")
+    )
+    client_secret_file: Path | None = field(
+        default=None, metadata=_doc("A file holding our client secret there.")
+    )
+    required_scope: str | None = field(
+        default=None, metadata=_doc("A scope every token must carry.")
+    )
+    clock_skew: float = field(
+        default=60.0, metadata=_doc("Seconds of leeway for exp and nbf.", minimum=0)
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata=_doc("CA certificates to trust for the provider's HTTPS (default: the system's)."),
+    )
+    timeout: float = field(
+        default=5.0,
+        metadata=_doc("Seconds a key fetch or an introspection may take in all.", minimum=0.1),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -282,6 +326,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    oauth2: OAuth2Config | None = None  # OAUTHBEARER and XOAUTH2 need it
 
     @property
     def passwd_file(self) -> Path:
@@ -324,17 +369,41 @@ def build_config(data: dict[str, Any], base: Path) -> Config:
             raise ConfigError(f"unknown section [{name}]")
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] must be a table")
-        sections[name] = _build_section(name, hints[name], value, base)
+        kind = hints[name]
+        sections[name] = _build_section(name, _optional(kind) or kind, value, base)
     for name, kind in hints.items():
-        sections.setdefault(name, kind())
-        _check_required(name, sections[name])
+        if name not in sections and not _optional(kind):
+            sections[name] = kind()
+        if sections.get(name) is not None:
+            _check_required(name, sections[name])
     config = Config(**sections)
     _check_template(config.maildir_template)
     if (config.tls.cert is None) != (config.tls.key is None):
         raise ConfigError("[tls] needs both cert and key")
     if config.server.listen_tls and not config.tls_enabled:
         raise ConfigError("[server] listen_tls needs [tls] cert and key")
+    _check_oauth2(config, "mechanisms" in data.get("auth", {}))
     return config
+
+
+def _optional(hint: Any) -> Any:
+    """The section type of an optional section (`X | None`), else None."""
+    if typing.get_origin(hint) is types.UnionType:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return None
+
+
+def _check_oauth2(config: Config, mechanisms_given: bool) -> None:
+    oauth2 = config.oauth2
+    bearer = [m for m in config.auth.mechanisms if MECHANISMS[m].needs_oauth2]
+    if oauth2 is None:
+        if bearer and mechanisms_given:
+            raise ConfigError(f"[auth] mechanisms: {bearer[0]} needs an [oauth2] section")
+        return
+    if (oauth2.jwks is None) == (oauth2.introspection_url is None):
+        raise ConfigError("[oauth2] needs either jwks or introspection_url")
+    if oauth2.introspection_url and not (oauth2.client_id and oauth2.client_secret_file):
+        raise ConfigError("[oauth2] introspection_url needs client_id and client_secret_file")
 
 
 def _build_section(section: str, kind: type, values: dict[str, Any], base: Path) -> Any:
@@ -400,12 +469,27 @@ def _convert(hint: Any, raw: Any, base: Path, meta: typing.Mapping[str, Any]) ->
         return Address.parse(raw)
     if hint is Endpoint:
         return Endpoint.parse(raw, base)
+    if meta.get("url") or (meta.get("path_or_url") and "://" in raw):
+        return _check_url(raw)
+    if meta.get("path_or_url"):
+        return str(base / raw)
     choices = meta.get("choices")
     if choices and raw not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}")
     if meta.get("template"):
         return raw if os.path.isabs(raw) or raw.startswith("{home}") else str(base / raw)
     return raw
+
+
+def _check_url(url: str) -> str:
+    """https, or http to this host only: tokens and secrets cross this link."""
+    parts = urllib.parse.urlsplit(url)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f"{url!r}: an https URL is needed (http only to localhost)")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    return url
 
 
 def _check_template(template: str) -> None:

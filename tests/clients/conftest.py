@@ -8,6 +8,12 @@
   rather than go on in cleartext).
 - tls: the `tls_server` fixture's implicit-TLS port.
 
+Those runs tell each client how to log in (USER/PASS mostly). The second pass, with a
+(transport, database) pair as the parameter, leaves each client on its own default
+authentication settings, against a server (with TLS, so also offering STLS) whose users come
+from one of `DATABASES`: the embedded default as `pop3d serve` makes it, or a passwd-file of
+crypt hashes or of SCRAM keys. The client is still told which transport to use.
+
 Whatever the client says, the server's own session log decides which transport it used:
 `Target.assert_sessions()` checks that every session that logged in did so over the
 transport under test.
@@ -21,13 +27,19 @@ import re
 import ssl
 import subprocess
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest.mark.structures import ParameterSet
 
+from pop3d.auth.schemes import hash_password
+from pop3d.cli import create_data_dir
+from pop3d.config import build_config
 from pop3d.testing import ServerThread
 from tests.clients.corpus import CORPUS, expected_crlf, expected_lf, to_lf
 from tests.integration.conftest import (
@@ -38,10 +50,15 @@ from tests.integration.conftest import (
     tls_files,
     tls_server,
 )
+from tests.peers.idp import AUDIENCE, IdentityProvider, identity_provider
 
 __all__ = ["server", "tls_files", "tls_server"]  # fixtures, re-exported for this directory
 
 TRANSPORTS = ("plain", "stls", "tls")
+# The user databases of the second pass: the embedded default (its demo user has SCRAM keys),
+# passwd-files of {SHA512-CRYPT} and {BLF-CRYPT} hashes (both in each, alice's first), and
+# one of {SCRAM-SHA-256} keys.
+DATABASES = ("embedded", "sha512-crypt", "blf-crypt", "scram")
 # Every client run is bounded by this (seconds); the whole directory runs in a few seconds.
 CLIENT_TIMEOUT = 20
 
@@ -78,6 +95,13 @@ class Session:
         return None
 
     @property
+    def mechanism(self) -> str | None:
+        for e in self.events:
+            if m := re.match(r"login user=\S+ mechanism=(\S+) ", e):
+                return m.group(1)
+        return None
+
+    @property
     def logout(self) -> dict[str, str]:
         for e in self.events:
             if e.startswith("logout "):
@@ -95,10 +119,16 @@ class Target:
     workdir: Path  # an empty directory for the client's files (also its $HOME)
     log: SessionLog
     files_before: list[str] = field(default_factory=list)
+    user: str = "alice"
+    password: str = ALICE_PASSWORD
+    database: str | None = None  # one of DATABASES: the client is left on its auth defaults
+    token: str | None = None  # an OAuth 2.0 access token for `user` (database "oauth2")
 
     host = "127.0.0.1"
-    user = "alice"
-    password = ALICE_PASSWORD
+
+    @property
+    def default_auth(self) -> bool:
+        return self.database is not None
 
     @property
     def port(self) -> int:
@@ -180,18 +210,39 @@ class Target:
         self.assert_sessions(deleted=len(CORPUS))
 
 
+def on_defaults(
+    transports: Sequence[str] = TRANSPORTS, skip: Sequence[tuple[str, str]] = ()
+) -> list[ParameterSet]:
+    """`target` parameters of the second pass: every database over each of `transports`."""
+    return [
+        pytest.param((t, d), id=f"{t}-{d}")
+        for d in DATABASES
+        for t in transports
+        if (t, d) not in skip
+    ]
+
+
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    transport = request.param
+    transport, database = (
+        request.param if isinstance(request.param, tuple) else (request.param, None)
+    )
     assert transport in TRANSPORTS, transport
-    if transport == "plain":
-        srv: ServerThread = request.getfixturevalue("server")
+    user, password = "alice", ALICE_PASSWORD
+    tls: TlsFiles | None
+    token = None
+    if database == "oauth2":
+        srv, tls, token = oauth2_server(tmp_path / "db", request)
+    elif database is not None:
+        srv, tls, user, password = database_server(database, tmp_path / "db", request)
+    elif transport == "plain":
+        srv = request.getfixturevalue("server")
         tls = None
     else:
         srv = request.getfixturevalue("tls_server")
         tls = request.getfixturevalue("tls_files")
     for _, data in CORPUS:
-        srv.deliver("alice", data)
+        srv.deliver(user, data)
     workdir = tmp_path / "client"
     workdir.mkdir()
     handler = SessionLog()
@@ -200,10 +251,89 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        yield Target(srv, transport, tls, workdir, handler, message_files(srv, "alice"))
+        yield Target(
+            srv, transport, tls, workdir, handler, message_files(srv, user), user, password,
+            database, token,
+        )  # fmt: skip
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+        if database is not None:
+            srv.stop()
+
+
+def oauth2_server(root: Path, request: pytest.FixtureRequest) -> tuple[ServerThread, TlsFiles, str]:
+    """A server taking OAuth 2.0 tokens from a local provider, as configured for Keycloak
+    (the user is the token's preferred_username), and a token for alice; the mechanisms
+    offered are the parameter `mechanisms` of the test, if it has one."""
+    provider, ca_file = request.getfixturevalue("identity")
+    tls = request.getfixturevalue("tls_files")
+    mechanisms = request.node.callspec.params.get("mechanisms")
+    config: dict[str, Any] = {
+        "server": {
+            "listen": ["127.0.0.1:0"],
+            "listen_tls": ["127.0.0.1:0"],
+            "event_loop": os.environ.get("POP3D_TEST_EVENT_LOOP", "auto"),
+        },
+        "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+        "oauth2": {
+            "issuer": provider.issuer,
+            "audience": AUDIENCE,
+            "username_claim": "preferred_username",
+            "jwks": provider.jwks_url,
+            "ca_file": str(ca_file),
+        },
+    }
+    if mechanisms:
+        config["auth"] = {"mechanisms": list(mechanisms)}
+    users = {"alice": ALICE_PASSWORD, "bob": "bobpw"}
+    srv = ServerThread.in_directory(root, users=users, config=config).start()
+    return srv, tls, provider.token("alice@example.org")
+
+
+@pytest.fixture
+def identity(tmp_path: Path) -> Iterator[tuple[IdentityProvider, Path]]:
+    with identity_provider(tmp_path / "idp") as (provider, ca_file):
+        provider.add_key("rsa")
+        yield provider, ca_file
+
+
+def database_server(
+    database: str, root: Path, request: pytest.FixtureRequest
+) -> tuple[ServerThread, TlsFiles, str, str]:
+    """A running server for the second pass, its TLS files, and the user and password to
+    log in with (alice's; the embedded default's demo user)."""
+    assert database in DATABASES, database
+    loop = {"event_loop": os.environ.get("POP3D_TEST_EVENT_LOOP", "auto")}
+    if database == "embedded":
+        password = create_data_dir(root)
+        with open(root / "pop3d.toml", "rb") as f:
+            data = tomllib.load(f)
+        # As `pop3d serve` made it, on free ports.
+        data["server"].update(listen=["127.0.0.1:0"], listen_tls=["127.0.0.1:0"], **loop)
+        srv = ServerThread(build_config(data, root))
+        for name in message_files(srv, "demo"):  # the welcome message: the corpus instead
+            for sub in ("new", "cur"):
+                (srv.maildir("demo") / sub / name).unlink(missing_ok=True)
+        cert = root / "tls" / "cert.pem"
+        tls = TlsFiles(None, cert, cert, root / "tls" / "key.pem")  # self-signed: its own CA
+        return srv.start(), tls, "demo", password
+    tls = request.getfixturevalue("tls_files")
+    schemes = {
+        "sha512-crypt": ("SHA512-CRYPT", "BLF-CRYPT"),
+        "blf-crypt": ("BLF-CRYPT", "SHA512-CRYPT"),
+        "scram": ("SCRAM-SHA-256", "SCRAM-SHA-256"),
+    }[database]
+    users = {
+        "alice": hash_password(schemes[0], ALICE_PASSWORD.encode()),
+        "bob": hash_password(schemes[1], b"bobpw"),
+    }
+    config = {
+        "server": {"listen": ["127.0.0.1:0"], "listen_tls": ["127.0.0.1:0"], **loop},
+        "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+    }
+    srv = ServerThread.in_directory(root, users=users, config=config)
+    return srv.start(), tls, "alice", ALICE_PASSWORD
 
 
 # ---- the comparison ----------------------------------------------------------------------

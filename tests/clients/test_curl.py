@@ -1,6 +1,7 @@
 """curl's POP3 support: LIST, RETR of every message on one reused connection, and DELE.
 
-curl writes a retrieved message as it came (CRLF line ends), with the byte-stuffing undone:
+curl is given no `--login-options`, so it always picks the mechanism itself (Debian's curl
+has no SCRAM: PLAIN, or USER/PASS). curl writes a retrieved message as it came (CRLF line ends), with the byte-stuffing undone:
 the files must be the messages exactly, before any line-end normalisation.
 """
 
@@ -8,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, expected_sizes
+from tests.clients.conftest import (
+    TRANSPORTS,
+    Target,
+    assert_mailbox,
+    expected_sizes,
+    on_defaults,
+)
 from tests.clients.corpus import CORPUS, expected_crlf
 from tests.conftest import require_program
 
@@ -62,3 +69,9 @@ def test_curl_keep(target: Target) -> None:
 def test_curl_delete(target: Target) -> None:
     assert_mailbox(fetch_all(target, delete=True), f"curl over {target.transport}")
     target.assert_emptied()
+
+
+@pytest.mark.parametrize("target", on_defaults(), indirect=True)
+def test_curl_on_its_defaults(target: Target) -> None:
+    assert_mailbox(fetch_all(target, delete=False), f"curl over {target.transport}")
+    target.assert_unchanged()

@@ -1,6 +1,7 @@
 """fetchmail, in keep mode and in delete mode, over every transport.
 
-Each message goes to an MDA that writes it to its own file. `set invisible` stops fetchmail
+Its rc file names no `auth`, so fetchmail always picks on its own (`auth any`): USER/PASS
+here, as it has no SCRAM. Each message goes to an MDA that writes it to its own file. `set invisible` stops fetchmail
 adding its Received: header and `no rewrite` stops it rewriting addresses, so nothing is
 stripped from what it delivers (it turns CRLF into LF, which the comparison allows).
 """
@@ -12,7 +13,7 @@ import ssl
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, read_dir
+from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, on_defaults, read_dir
 from tests.conftest import require_program
 
 # fetchmail reads a body line into a buffer of MSGBUFSIZE (8192) octets: a longer line is cut
@@ -89,3 +90,9 @@ def test_fetchmail_keep(target: Target) -> None:
 def test_fetchmail_delete(target: Target) -> None:
     assert_mailbox(fetchmail(target, keep=False), f"fetchmail (delete) over {target.transport}")
     target.assert_emptied()
+
+
+@pytest.mark.parametrize("target", on_defaults(), indirect=True)
+def test_fetchmail_on_its_defaults(target: Target) -> None:
+    assert_mailbox(fetchmail(target, keep=True), f"fetchmail over {target.transport}")
+    target.assert_unchanged()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clients.conftest import Target, assert_mailbox, read_dir
+from tests.clients.conftest import Target, assert_mailbox, on_defaults, read_dir
 from tests.conftest import require_program
 
 GETMAIL_RETURN_PATH = b"Return-Path: <unknown>\n"
@@ -76,3 +76,10 @@ def test_getmail_keep(target: Target) -> None:
 def test_getmail_delete(target: Target) -> None:
     assert_mailbox(getmail(target, delete=True), f"getmail (delete) over {target.transport}")
     target.assert_emptied()
+
+
+@pytest.mark.parametrize("target", on_defaults(("plain", "tls")), indirect=True)
+def test_getmail_on_its_defaults(target: Target) -> None:
+    # getmail's POP3 retrievers log in with USER/PASS (APOP only when told to): its defaults.
+    assert_mailbox(getmail(target, delete=False), f"getmail over {target.transport}")
+    target.assert_unchanged()

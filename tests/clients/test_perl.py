@@ -8,7 +8,11 @@ there is no STLS test for it. Its USESSL connection takes no SSL options, so the
 is given to IO::Socket::SSL as a client default (set_client_defaults) before it connects.
 HeadAndBodyToFile writes each line as it came, CRLF included, with the dot unstuffed.
 
-Both scripts print "N SIZE" for each message as the server listed it.
+Both scripts print "N SIZE" for each message as the server listed it. On their defaults
+(the second pass), Net::POP3 logs in with `auth` (SASL through Authen::SASL, which picks
+a mechanism it has from CAPA: PLAIN or LOGIN, as it has no SCRAM) and Mail::POP3Client
+with its `AUTH_MODE` default, BEST (APOP if the greeting offers it, else CRAM-MD5 if CAPA
+does, else USER/PASS).
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import subprocess
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, expected_sizes, read_dir
+from tests.clients.conftest import (
+    TRANSPORTS,
+    Target,
+    assert_mailbox,
+    expected_sizes,
+    on_defaults,
+    read_dir,
+)
 from tests.clients.corpus import CORPUS
 from tests.conftest import not_here, require_program
 
@@ -26,7 +37,7 @@ use strict;
 use warnings;
 use Net::POP3;
 
-my ($host, $port, $transport, $ca, $user, $pass, $out, $delete) = @ARGV;
+my ($host, $port, $transport, $ca, $user, $pass, $out, $delete, $defaults) = @ARGV;
 my %ssl = $transport eq 'plain' ? () : (SSL_ca_file => $ca, SSL_verify_mode => 1);
 my $pop = Net::POP3->new($host, Port => $port, Timeout => 20,
                          ($transport eq 'tls' ? (SSL => 1, %ssl) : ()))
@@ -34,7 +45,11 @@ my $pop = Net::POP3->new($host, Port => $port, Timeout => 20,
 if ($transport eq 'stls') {
     $pop->starttls(%ssl) or die "starttls: " . ($IO::Socket::SSL::SSL_ERROR // '') . "\n";
 }
-defined($pop->login($user, $pass)) or die "login: " . $pop->message;
+if ($defaults) {  # SASL, the mechanism picked by Authen::SASL from the server's CAPA
+    $pop->auth($user, $pass) or die "auth: " . $pop->message;
+} else {
+    defined($pop->login($user, $pass)) or die "login: " . $pop->message;
+}
 my $list = $pop->list or die "list: " . $pop->message;
 for my $n (sort { $a <=> $b } keys %$list) {
     print "$n $list->{$n}\n";
@@ -52,7 +67,7 @@ use warnings;
 use IO::Socket::SSL;
 use Mail::POP3Client;
 
-my ($host, $port, $transport, $ca, $user, $pass, $out, $delete) = @ARGV;
+my ($host, $port, $transport, $ca, $user, $pass, $out, $delete, $defaults) = @ARGV;
 die "Mail::POP3Client has no STLS\n" if $transport eq 'stls';
 if ($transport eq 'tls') {
     IO::Socket::SSL::set_client_defaults(
@@ -61,7 +76,7 @@ if ($transport eq 'tls') {
 }
 my $pop = Mail::POP3Client->new(USER => $user, PASSWORD => $pass, HOST => $host,
                                 PORT => $port, USESSL => ($transport eq 'tls' ? 1 : 0),
-                                AUTH_MODE => 'PASS', TIMEOUT => 20);
+                                ($defaults ? () : (AUTH_MODE => 'PASS')), TIMEOUT => 20);
 $pop->State eq 'TRANSACTION' or die "login: " . $pop->Message . "\n";
 for my $line ($pop->List) {
     my ($n, $size) = split ' ', $line;
@@ -76,6 +91,7 @@ $pop->Close or die "QUIT: " . $pop->Message . "\n";
 
 
 PERL_PACKAGES = {
+    "Authen::SASL": "libauthen-sasl-perl",
     "IO::Socket::SSL": "libio-socket-ssl-perl",
     "Mail::POP3Client": "libmail-pop3client-perl",
 }
@@ -95,6 +111,7 @@ def run_perl(target: Target, script: str, *, delete: bool) -> list[bytes]:
     ca = target.ca_file if target.transport != "plain" else ""
     argv = [require_program("perl"), "-e", script, "--", target.host, str(target.port)]
     argv += [target.transport, ca, target.user, target.password, str(out), str(int(delete))]
+    argv += [str(int(target.default_auth))]
     listing = target.run(argv).stdout
     assert listing == "".join(f"{i} {s}\n" for i, s in enumerate(expected_sizes(), 1)).encode()
     got = read_dir(out)
@@ -127,3 +144,24 @@ def test_mail_pop3client(target: Target, delete: bool) -> None:
         target.assert_emptied()
     else:
         target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", on_defaults(), indirect=True)
+def test_net_pop3_on_its_defaults(target: Target) -> None:
+    require_perl_module("Authen::SASL")
+    if target.transport != "plain":
+        require_perl_module("IO::Socket::SSL")
+    got = run_perl(target, NET_POP3, delete=False)
+    assert_mailbox(got, f"Net::POP3 (auth) over {target.transport}")
+    target.assert_unchanged()
+    assert {s.mechanism for s in target.assert_sessions()} <= {"PLAIN", "LOGIN"}
+
+
+@pytest.mark.parametrize("target", on_defaults(("plain", "tls")), indirect=True)
+def test_mail_pop3client_on_its_defaults(target: Target) -> None:
+    require_perl_module("Mail::POP3Client")
+    if target.transport != "plain":
+        require_perl_module("IO::Socket::SSL")
+    got = run_perl(target, MAIL_POP3CLIENT, delete=False)
+    assert_mailbox(got, f"Mail::POP3Client (AUTH_MODE BEST) over {target.transport}")
+    target.assert_unchanged()

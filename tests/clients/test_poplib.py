@@ -6,7 +6,13 @@ import poplib
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, expected_sizes
+from tests.clients.conftest import (
+    TRANSPORTS,
+    Target,
+    assert_mailbox,
+    expected_sizes,
+    on_defaults,
+)
 from tests.clients.corpus import CORPUS
 
 
@@ -29,7 +35,7 @@ def connect(target: Target) -> poplib.POP3:
         assert "STLS" in pop.capa()
         pop.stls(target.client_context())
         assert "STLS" not in pop.capa()
-    elif target.transport == "plain":
+    elif target.tls is None:  # the plain server has no TLS to offer
         assert "STLS" not in pop.capa()
     return pop
 
@@ -80,4 +86,12 @@ def test_poplib_top(target: Target) -> None:
         header = data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0] + b"\n\n"
         assert b"".join(line + b"\n" for line in lines) == header, name
     pop.quit()
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", on_defaults(), indirect=True)
+def test_poplib_on_its_defaults(target: Target) -> None:
+    # poplib has no SASL and never picks a method itself: user() and pass_() are its way in
+    # (apop() only with an APOP greeting, which none of these servers sends).
+    assert_mailbox(fetch_all(target, delete=False), f"poplib over {target.transport}")
     target.assert_unchanged()

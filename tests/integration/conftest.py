@@ -161,15 +161,13 @@ def write_config(root: Path, users: dict[str, str], extra: str = "") -> Path:
 
 @dataclass
 class TlsFiles:
-    ca: Any  # trustme.CA
+    ca: Any  # trustme.CA; None for a self-signed certificate, its own CA
     ca_file: Path
     cert: Path
     key: Path
 
     def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
 
 def make_tls_files(directory: Path) -> TlsFiles:

@@ -58,6 +58,26 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({**MINIMAL, "maildir": {"path": "/m/{usr}"}}, "unknown placeholder {usr}"),
         ({**MINIMAL, "maildir": {"path": "/m/{user"}}, "[maildir] path:"),
         ({**MINIMAL, "server": []}, "[server] must be a table"),
+        ({**MINIMAL, "auth": {"passwd_file": "u", "password_scheme": "MD5"}}, "must be one of"),
+        ({**MINIMAL, "oauth2": {"jwks": "keys.json"}}, "[oauth2] issuer is required"),
+        ({**MINIMAL, "oauth2": {"issuer": "https://idp"}}, "either jwks or introspection_url"),
+        (
+            {**MINIMAL, "oauth2": {"issuer": "i", "jwks": "k", "introspection_url": "https://x"}},
+            "either jwks or introspection_url",
+        ),
+        (
+            {**MINIMAL, "oauth2": {"issuer": "i", "jwks": "http://idp.example/certs"}},
+            "[oauth2] jwks: 'http://idp.example/certs': an https URL is needed",
+        ),
+        (
+            {**MINIMAL, "oauth2": {"issuer": "i", "introspection_url": "https://idp/introspect"}},
+            "introspection_url needs client_id and client_secret_file",
+        ),
+        (
+            {**MINIMAL, "auth": {"passwd_file": "u", "mechanisms": ["PLAIN", "XOAUTH2"]}},
+            "[auth] mechanisms: XOAUTH2 needs an [oauth2] section",
+        ),
+        ({**MINIMAL, "oauth2": {"issuer": "i", "jwks": "k", "colck_skew": 1}}, "unknown key"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
@@ -84,9 +104,22 @@ def test_ipv6_and_several_listeners() -> None:
 
 def test_every_key_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    for section, kind in typing.get_type_hints(Config).items():
+    for section, hint in typing.get_type_hints(Config).items():
         assert f"[{section}]" in readme, section
+        kind = next(a for a in (*typing.get_args(hint), hint) if dataclasses.is_dataclass(a))
         for key in dataclasses.fields(kind):
             assert re.search(rf"`{key.name}`", readme), (
                 f"[{section}] {key.name} is not in the README"
             )
+
+
+def test_oauth2_paths_and_urls(tmp_path: Path) -> None:
+    config = build_config({**MINIMAL, "oauth2": {"issuer": "i", "jwks": "keys.json"}}, tmp_path)
+    assert config.oauth2 is not None
+    assert config.oauth2.jwks == str(tmp_path / "keys.json")
+    assert config.oauth2.username_claim == "email"
+    url = "http://127.0.0.1:8080/realms/mail/protocol/openid-connect/certs"
+    config = build_config({**MINIMAL, "oauth2": {"issuer": "i", "jwks": url}}, tmp_path)
+    assert config.oauth2 is not None
+    assert config.oauth2.jwks == url  # http is allowed to this host only
+    assert build_config(MINIMAL, tmp_path).oauth2 is None

@@ -16,14 +16,21 @@ from typing import Any, TypeVar
 from ..principal import Principal, is_safe_user_name
 from ..protocol.events import ApopCredentials, Credentials, PasswordCredentials
 from .base import UserDatabase, UserEntry
+from .oauth2 import TokenVerifier
 from .schemes import ScramEntry
 
 T = TypeVar("T")
 
 
 class Authenticator:
-    def __init__(self, users: UserDatabase, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        users: UserDatabase,
+        executor: Executor | None = None,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
         self.users = users
+        self.tokens = tokens  # OAuth 2.0 bearer tokens, when [oauth2] is set
         self._executor = executor
 
     async def login(self, credentials: Credentials) -> Principal | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..auth.authenticator import Authenticator
 from ..auth.base import AuthUnavailable, UserDatabase
+from ..auth.oauth2 import TokenVerifier
 from ..auth.passwd_file import PasswdFile
 from ..auth.sasl import MECHANISMS
 from ..auth.sasl.base import Exchange
@@ -66,7 +67,8 @@ class Pop3Server:
         self._custom_users = users is not None
         self._custom_store = store is not None
         self.users: UserDatabase = users or PasswdFile(config.passwd_file)
-        self.authenticator = Authenticator(self.users, self.auth_pool)
+        self.tokens = TokenVerifier(config.oauth2) if config.oauth2 else None
+        self.authenticator = Authenticator(self.users, self.auth_pool, self.tokens)
         self.store: Mailstore = store or _maildir_store(config, self._io_pool)
         self.tls_context: ssl.SSLContext | None = _tls_context(config)
         self.penalty = LoginPenalty(config.auth)
@@ -148,7 +150,7 @@ class Pop3Server:
             census = None
         else:
             self._census_readable = True
-        offer = choose(self.config.auth.mechanisms, census)
+        offer = choose(self.config.auth.mechanisms, census, oauth2=self.tokens is not None)
         if offer != self.mechanisms or starting:
             log.info("%s", offer.describe())
             self.mechanisms = offer
@@ -248,6 +250,8 @@ class Pop3Server:
                 await asyncio.wait_for(self._empty.wait(), 2.0)
             except TimeoutError:
                 log.warning("%d sessions did not close", len(self.sessions))
+        if self.tokens is not None:
+            await self.tokens.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._io_pool.shutdown(wait=False, cancel_futures=True)
@@ -279,8 +283,11 @@ class Pop3Server:
             self.config.server.listen_tls,
         ):
             log.warning("reload: listener changes take effect at the next start")
-        self.tls_context, self.users, self.store = tls_context, users, store
-        self.authenticator = Authenticator(users, self.auth_pool)
+        tokens = TokenVerifier(config.oauth2) if config.oauth2 else None  # secret re-read
+        if self.tokens is not None:
+            self.spawn(self.tokens.close(after=self.tokens.config.timeout))  # for those in use
+        self.tls_context, self.users, self.store, self.tokens = tls_context, users, store, tokens
+        self.authenticator = Authenticator(users, self.auth_pool, tokens)
         self.penalty.settings = self.line_penalty.settings = config.auth
         self.config = config
         self._policies = {}

@@ -365,24 +365,29 @@ class Pop3Session(asyncio.Protocol):
             case Success(principal):
                 self._exchange = None
                 await self._finish_login(core, principal, principal.name)
-            case Failure(AuthFailure.CREDENTIALS, user):
+            case Failure(AuthFailure.CREDENTIALS, user, why):
                 self._exchange = None
-                await self._finish_login(core, None, user or "-")
-            case Failure(reason, user):
+                await self._finish_login(core, None, user or "-", why)
+            case Failure(reason, user, why):
                 self._exchange = None
-                log.info(
-                    "session=%d peer=%s login failed user=%s mechanism=%s reason=%s",
+                log.log(
+                    logging.WARNING if reason is AuthFailure.TEMPORARY else logging.INFO,
+                    "session=%d peer=%s login failed user=%s mechanism=%s reason=%s%s",
                     self.id, self.peer, (user or "-")[:64], self.mechanism, reason.value,
+                    f" why={why}" if why else "",
                 )  # fmt: skip
                 core.auth_failed(reason)
 
-    async def _finish_login(self, core: Connection, principal: Principal | None, user: str) -> None:
+    async def _finish_login(
+        self, core: Connection, principal: Principal | None, user: str, why: str = ""
+    ) -> None:
         if principal is None:
             delay = self.server.penalty.failure(self.peer_ip)
             log.info(
                 "session=%d peer=%s login failed user=%s mechanism=%s reason=credentials "
-                "delay=%.1fs",
+                "delay=%.1fs%s",
                 self.id, self.peer, user[:64], self.mechanism, delay,
+                f" why={why}" if why else "",
             )  # fmt: skip
             if delay:
                 await asyncio.sleep(delay)

@@ -33,6 +33,7 @@ class Success:
 class Failure:
     reason: AuthFailure
     user: str | None = None  # who tried, when the exchange got that far (for the log)
+    why: str = ""  # for the log: what was wrong, never a secret
 
 
 Step = Challenge | Success | Failure
@@ -44,6 +45,7 @@ class Exchange(Protocol):
     # The password schemes a server-side secret for it can come from (SCRAM's keys); None
     # when it needs none, because the client sends the password itself.
     completes_from: ClassVar[frozenset[str] | None]
+    needs_oauth2: ClassVar[bool]  # offered only with an [oauth2] section (bearer tokens)
 
     def __init__(self, authenticator: Authenticator) -> None: ...
 

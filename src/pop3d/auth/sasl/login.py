@@ -13,6 +13,7 @@ class Login:
     name: ClassVar[str] = "LOGIN"
     plaintext: ClassVar[bool] = True
     completes_from: ClassVar[frozenset[str] | None] = None
+    needs_oauth2: ClassVar[bool] = False
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator

@@ -28,12 +28,17 @@ class MechanismOffer:
         return text
 
 
-def choose(allowed: Sequence[str], census: SchemeCensus | None) -> MechanismOffer:
+def choose(
+    allowed: Sequence[str], census: SchemeCensus | None, *, oauth2: bool = False
+) -> MechanismOffer:
     """The mechanisms of `allowed` the database can complete for every user; `census` is
-    None when the database could not be read."""
+    None when the database could not be read. Bearer-token mechanisms need `oauth2` (an
+    [oauth2] section); without one they are left out without a word, as nothing is amiss."""
     offered: list[str] = []
     left_out: list[tuple[str, str]] = []
     for name in allowed:
+        if MECHANISMS[name].needs_oauth2 and not oauth2:
+            continue
         needs = MECHANISMS[name].completes_from
         if needs is not None:
             if census is None:

@@ -33,6 +33,7 @@ class ScramSha256:
     name: ClassVar[str] = "SCRAM-SHA-256"
     plaintext: ClassVar[bool] = False
     completes_from: ClassVar[frozenset[str] | None] = PLAINTEXT_SCHEMES | {"SCRAM-SHA-256"}
+    needs_oauth2: ClassVar[bool] = False
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
