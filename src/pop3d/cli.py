@@ -23,7 +23,7 @@ from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_passwo
 from .auth.passwd_file import PasswdFile
 from .auth.sasl.offer import choose
 from .auth.schemes import NEW_HASHES, hash_password
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, OAuth2Config, load_config
 from .ingress.delivery import Deliverer, Outcome, without_from_line
 from .principal import Principal, is_safe_user_name
 from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
@@ -338,12 +338,14 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         count = users.check()
         print(f"passwd-file {config.passwd_file}: {count} users")
-        offer = choose(config.auth.mechanisms, users.census())
+        offer = choose(config.auth.mechanisms, users.census(), oauth2=config.oauth2 is not None)
         print(offer.describe().partition(";")[0])
         for name, why in offer.left_out:
             print(f"warning: [auth] mechanisms allows {name}, which is not offered: {why}")
     except AuthUnavailable as exc:
         problems.append(str(exc))
+    if config.oauth2 is not None:
+        problems += _check_oauth2(config.oauth2)
     if config.tls.cert and config.tls.key:
         from .tls import server_context  # noqa: PLC0415 - see the imports
 
@@ -358,6 +360,27 @@ def _check_config(args: argparse.Namespace) -> int:
         return 78
     print(f"{path}: OK")
     return 0
+
+
+def _check_oauth2(config: OAuth2Config) -> list[str]:
+    import asyncio  # noqa: PLC0415 - see the imports
+
+    from .auth.oauth2 import TokenUnavailable, TokenVerifier  # noqa: PLC0415
+
+    async def check() -> str:
+        verifier = TokenVerifier(config)
+        try:
+            return await verifier.check()
+        finally:
+            await verifier.close()
+
+    try:
+        print(f"[oauth2] {asyncio.run(check())}")
+    except (OSError, TokenUnavailable) as exc:
+        return [str(exc)]
+    if config.audience is None:
+        print("warning: [oauth2] has no audience: tokens issued for any application log in")
+    return []
 
 
 def _choose_event_loop(choice: str) -> None:

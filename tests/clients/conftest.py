@@ -87,19 +87,21 @@ class Session:
     def starttls(self) -> bool:
         return "starttls" in self.events
 
+    def _login(self) -> re.Match[str] | None:
+        return next(
+            (m for e in self.events if (m := re.match(r"login user=(\S+) mechanism=(\S+) ", e))),
+            None,
+        )
+
     @property
     def login(self) -> str | None:
-        for e in self.events:
-            if m := re.match(r"login user=(\S+) ", e):
-                return m.group(1)
-        return None
+        found = self._login()
+        return found.group(1) if found else None
 
     @property
     def mechanism(self) -> str | None:
-        for e in self.events:
-            if m := re.match(r"login user=\S+ mechanism=(\S+) ", e):
-                return m.group(1)
-        return None
+        found = self._login()
+        return found.group(2) if found else None
 
     @property
     def logout(self) -> dict[str, str]:

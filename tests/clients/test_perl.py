@@ -106,6 +106,8 @@ def require_perl_module(module: str) -> None:
 
 
 def run_perl(target: Target, script: str, *, delete: bool) -> list[bytes]:
+    if target.transport != "plain":
+        require_perl_module("IO::Socket::SSL")
     out = target.workdir / "fetched"
     out.mkdir()
     ca = target.ca_file if target.transport != "plain" else ""
@@ -122,8 +124,6 @@ def run_perl(target: Target, script: str, *, delete: bool) -> list[bytes]:
 @pytest.mark.parametrize("target", TRANSPORTS, indirect=True)
 @pytest.mark.parametrize("delete", [False, True], ids=["keep", "delete"])
 def test_net_pop3(target: Target, delete: bool) -> None:
-    if target.transport != "plain":
-        require_perl_module("IO::Socket::SSL")
     got = run_perl(target, NET_POP3, delete=delete)
     assert_mailbox(got, f"Net::POP3 over {target.transport}")
     if delete:
@@ -136,8 +136,6 @@ def test_net_pop3(target: Target, delete: bool) -> None:
 @pytest.mark.parametrize("delete", [False, True], ids=["keep", "delete"])
 def test_mail_pop3client(target: Target, delete: bool) -> None:
     require_perl_module("Mail::POP3Client")
-    if target.transport != "plain":
-        require_perl_module("IO::Socket::SSL")
     got = run_perl(target, MAIL_POP3CLIENT, delete=delete)
     assert_mailbox(got, f"Mail::POP3Client over {target.transport}")
     if delete:
@@ -149,8 +147,6 @@ def test_mail_pop3client(target: Target, delete: bool) -> None:
 @pytest.mark.parametrize("target", on_defaults(), indirect=True)
 def test_net_pop3_on_its_defaults(target: Target) -> None:
     require_perl_module("Authen::SASL")
-    if target.transport != "plain":
-        require_perl_module("IO::Socket::SSL")
     got = run_perl(target, NET_POP3, delete=False)
     assert_mailbox(got, f"Net::POP3 (auth) over {target.transport}")
     target.assert_unchanged()
@@ -160,8 +156,6 @@ def test_net_pop3_on_its_defaults(target: Target) -> None:
 @pytest.mark.parametrize("target", on_defaults(("plain", "tls")), indirect=True)
 def test_mail_pop3client_on_its_defaults(target: Target) -> None:
     require_perl_module("Mail::POP3Client")
-    if target.transport != "plain":
-        require_perl_module("IO::Socket::SSL")
     got = run_perl(target, MAIL_POP3CLIENT, delete=False)
     assert_mailbox(got, f"Mail::POP3Client (AUTH_MODE BEST) over {target.transport}")
     target.assert_unchanged()

@@ -9,6 +9,8 @@ import hmac
 import json
 import logging
 import re
+import subprocess
+import sys
 import textwrap
 import time
 import tomllib
@@ -509,3 +511,35 @@ def test_the_readme_keycloak_example_against_the_local_realm(
             assert reply.startswith(b"+OK Logged in"), oauth2
     assert provider.requests[idp_module.CERTS] == 1
     assert provider.requests[idp_module.INTROSPECT] == 1
+
+
+def test_check_config_asks_the_provider(tmp_path: Path, idp: tuple[IdentityProvider, Path]) -> None:
+    provider, ca_file = idp
+    (tmp_path / "users.passwd").write_text("alice:{PLAIN}pw\n")
+
+    def check(**oauth2: Any) -> subprocess.CompletedProcess[str]:
+        lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in oauth2.items())
+        config = tmp_path / "pop3d.toml"
+        config.write_text(
+            '[auth]\npasswd_file = "users.passwd"\n[maildir]\npath = "mail/{user}"\n'
+            f"[oauth2]\nissuer = {json.dumps(provider.issuer)}\nca_file = {json.dumps(str(ca_file))}\n"
+            + lines
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "pop3d", "check-config", "--config", str(config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    good = check(jwks=provider.jwks_url, audience=AUDIENCE)
+    assert good.returncode == 0, good.stderr
+    assert f"[oauth2] 2 signing keys from {provider.jwks_url}\n" in good.stdout
+    assert "SASL mechanisms offered: PLAIN LOGIN SCRAM-SHA-256 OAUTHBEARER XOAUTH2\n" in good.stdout
+    no_audience = check(jwks=provider.jwks_url)
+    assert "warning: [oauth2] has no audience" in no_audience.stdout
+    bad = check(jwks=provider.url + "/garbage", timeout=1)
+    assert bad.returncode == 78
+    assert f"error: cannot get the keys from {provider.url}/garbage" in bad.stderr
+    missing = check(introspection_url=provider.introspection_url, client_id=CLIENT_ID,
+                    client_secret_file=str(tmp_path / "nothing"))  # fmt: skip
+    assert missing.returncode == 78
+    assert "[oauth2] client_secret_file" in missing.stderr

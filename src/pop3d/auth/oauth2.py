@@ -104,6 +104,15 @@ class TokenVerifier:
             return await self._introspect(token)
         return await self._verify_jwt(token)
 
+    async def check(self) -> str:
+        """What the provider gives us now, for `check-config`; raises TokenUnavailable."""
+        if self.config.introspection_url is not None:
+            return f"tokens introspected at {self.config.introspection_url}"
+        await self._fetch_keys()
+        if self._fetch_failed:
+            raise TokenUnavailable(f"cannot get the keys from {self.config.jwks}")
+        return f"{len(self._keys)} signing keys from {self.config.jwks}"
+
     async def close(self, after: float = 0) -> None:
         """Close the connections to the provider, once exchanges in flight had `after`
         seconds to end."""
