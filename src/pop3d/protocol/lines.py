@@ -100,7 +100,8 @@ class LineBuffer:
                     return None
                 # A CR at the end may be the line's end, its LF still to come.
                 if pending > self.max_line and pending - (self._buf[-1] == 0x0D) > self.max_line:
-                    self._start_discarding(pending)
+                    self._too_long(pending)
+                    self._discarding = True  # until its LF
                     self._drop_all()
                     return LINE_TOO_LONG
                 self._scanned = len(self._buf)
@@ -115,15 +116,14 @@ class LineBuffer:
             if stop - start > self.max_line:
                 # Arrived whole, yet answered as if it had come piece by piece: the same
                 # answers whatever the chunking.
-                self._start_discarding(end - start)
-                self._discarding = False
+                self._too_long(end - start)
                 return LINE_TOO_LONG
             line = self._buf[start:stop]
             return line if isinstance(line, bytes) else bytes(line)
         return None
 
-    def _start_discarding(self, seen: int) -> None:
-        self._discarding = True
+    def _too_long(self, seen: int) -> None:
+        """A line just went past the limit, `seen` octets of it so far."""
         self._dropped = seen
         self._endless_at = self.max_line + ENDLESS_MARGIN
         self._endless_due = self._endless()

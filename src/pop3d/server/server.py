@@ -136,7 +136,10 @@ class Pop3Server:
     async def _watch_users(self) -> None:
         while True:
             await asyncio.sleep(USERS_CHECKED_EVERY)
-            await self._read_census()
+            try:
+                await self._read_census()
+            except Exception:  # the watch goes on: the next look may work
+                log.exception("looking at the user database failed")
 
     async def _read_census(self, *, starting: bool = False) -> None:
         """Look at the user database (re-read when it changed): offer the SASL mechanisms
