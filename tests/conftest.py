@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -27,3 +30,37 @@ def require_program(name: str) -> str:
     if path is None:
         not_here(f"{name} is not installed (`.ci/run` installs it)")
     return path
+
+
+SERVICE_ACCOUNT = "pop3d-test"
+
+
+def service_account() -> str | None:
+    """The account a test gives `[server] user` when it runs as root (as CI does): pop3d
+    refuses to serve as root. Made (a system account, no home, no shell) if missing. None
+    when the tests do not run as root: pop3d then serves as whoever runs them."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_ACCOUNT)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             SERVICE_ACCOUNT],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return SERVICE_ACCOUNT
+
+
+def hand_over(root: Path, account: str | None) -> None:
+    """Let `account` serve from `root`: own everything below it, and pass through the
+    directories above it (pytest makes its temporary directories 0700)."""
+    if account is None:
+        return
+    entry = pwd.getpwnam(account)
+    for parent in root.parents:
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, entry.pw_uid, entry.pw_gid)

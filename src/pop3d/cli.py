@@ -6,31 +6,38 @@ import argparse
 import contextlib
 import datetime
 import getpass
+import json
 import logging
 import os
 import resource
 import secrets
-import signal
+import shutil
 import sys
-import time
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from . import __version__
+from . import __version__, logs
 from .auth.base import AuthUnavailable
 from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_password
 from .auth.passwd_file import PasswdFile
 from .auth.sasl.offer import choose
 from .auth.schemes import NEW_HASHES, hash_password
 from .config import Config, ConfigError, OAuth2Config, load_config
+from .daemon import control
+from .daemon.privileges import (
+    Account,
+    AccountError,
+    account,
+    chown,
+    drop_to,
+    is_root,
+    readable_by,
+)
 from .ingress.delivery import Deliverer, Outcome, without_from_line
 from .principal import Principal, is_safe_user_name
 from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
-
-if TYPE_CHECKING:
-    from .server import Pop3Server
-    from .server.listeners import Listeners
 
 # The server (asyncio, TLS, LMTP) is imported only by the commands that use it: `pop3d deliver`
 # runs once per message and should start fast.
@@ -45,6 +52,8 @@ _DEFAULT_CONFIG = """\
 [server]
 listen = ["127.0.0.1:1110"]         # plain POP3, offers STLS
 listen_tls = ["127.0.0.1:1995"]     # implicit TLS (POP3S)
+
+control_socket = "control.sock"     # for `pop3d who` and `pop3d kick`
 
 [tls]
 cert = "tls/cert.pem"               # self-signed for localhost, made on first run
@@ -135,29 +144,115 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    embedded = args.config is None
     config_path: Path = args.config or bootstrap_data_dir(args.data_dir)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         raise CommandError(str(exc), 78) from None
-    _setup_logging(config)
-    import asyncio  # noqa: PLC0415 - see the imports
+    logs.setup(config.log.format, config.log_level, process_id=config.server.workers > 1)
+    if config.server.log_level is not None:
+        log.warning("[server] log_level is deprecated and will go: use [log] level")
+    serve_as = _serving_account(config, embedded)
+    metrics_dir = None
+    if config.metrics.listen is not None:
+        # Before anything imports prometheus_client: the workers count into this directory
+        # and the supervisor adds their files up.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="pop3d-metrics-"))
+        chown(metrics_dir, serve_as)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        return _daemon(config, config_path, serve_as, metrics_dir)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    from .server.listeners import bind  # noqa: PLC0415 - see the imports
+
+def _serving_account(config: Config, embedded: bool) -> Account | None:
+    """The account to serve as: [server] user, which root must name (never serve as root)."""
+    if config.server.user is None:
+        if is_root() and not embedded:
+            raise CommandError(
+                "started as root: [server] user must name the account to serve as "
+                "(pop3d gives up root once it listens)",
+                78,
+            )
+        if is_root():
+            log.warning("serving as root: the embedded default is for trying pop3d out")
+        return None
+    try:
+        target = account(config.server.user, config.server.group)
+    except AccountError as exc:
+        raise CommandError(str(exc), 78) from None
+    if not is_root() and os.getuid() != target.uid:
+        raise CommandError(
+            f"[server] user: pop3d runs as uid {os.getuid()}, not as {target.name}, and only "
+            "root can switch",
+            78,
+        )
+    return target
+
+
+def _daemon(
+    config: Config, config_path: Path, serve_as: Account | None, metrics_dir: Path | None
+) -> int:
+    from .daemon import worker  # noqa: PLC0415 - see the imports
+    from .daemon.supervisor import Supervisor  # noqa: PLC0415
+    from .daemon.systemd import ActivationError, Notifier, listen_fds  # noqa: PLC0415
+    from .server.listeners import bind, tcp, unix  # noqa: PLC0415
+    from .tls import server_context  # noqa: PLC0415
 
     _raise_fd_limit()
     try:
-        listeners = bind(config)
-    except OSError as exc:
-        raise CommandError(f"cannot listen: {exc}", 71) from None  # EX_OSERR
-    _choose_event_loop(config.server.event_loop)
-    if config.server.workers > 1:
-        return _supervise(config, config_path, listeners)
+        socket_owner = account(
+            config.lmtp.socket_user, config.lmtp.socket_group, key="[lmtp] socket_user"
+        ) if config.lmtp.socket_user else serve_as  # fmt: skip
+        listeners = listen_fds()
+    except (AccountError, ActivationError) as exc:
+        raise CommandError(str(exc), 78) from None
+    if listeners is None:
+        try:
+            listeners = bind(config, socket_owner)
+        except OSError as exc:
+            raise CommandError(f"cannot listen: {exc}", 71) from None  # EX_OSERR
+    else:
+        log.info("serving on the sockets systemd passed; [server] listen* and [lmtp] listen "
+                 "are not used")  # fmt: skip
+    control_socket = metrics_socket = None
     try:
-        asyncio.run(_run(config, config_path, listeners))
+        if config.server.control_socket is not None:
+            key = "[server] control_socket"
+            control_socket = unix(str(config.server.control_socket), 0o600, serve_as)
+        if config.metrics.listen is not None:
+            key = "[metrics] listen"
+            metrics_socket = tcp(config.metrics.listen)
     except OSError as exc:
-        raise CommandError(f"cannot start: {exc}", 71) from None
-    return 0
+        listeners.close()
+        raise CommandError(f"{key}: {exc.strerror or exc}", 78) from None
+    tls_context = None
+    if config.tls.cert and config.tls.key:
+        try:  # read now: the key may be one only root can read
+            tls_context = server_context(config.tls.cert, config.tls.key)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"[tls] cannot load {config.tls.cert}: {exc}", 78) from None
+    _choose_event_loop(config.server.event_loop)
+    if serve_as is not None and is_root():
+        drop_to(serve_as)
+    supervisor = Supervisor(
+        config,
+        lambda channel: worker.serve(config, config_path, listeners, channel, tls_context),
+        listeners,
+        control_socket=control_socket,
+        metrics_socket=metrics_socket,
+        metrics_dir=metrics_dir,
+        notifier=Notifier(),
+    )
+    try:
+        return supervisor.run()
+    finally:
+        if config.server.control_socket is not None:
+            with contextlib.suppress(OSError):
+                config.server.control_socket.unlink()
 
 
 def _raise_fd_limit() -> None:
@@ -165,56 +260,6 @@ def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _supervise(config: Config, config_path: Path, listeners: Listeners) -> int:
-    """Run `workers` processes on the same listening sockets; pass signals on; restart a
-    worker that dies (at most a few times a minute, so a broken one cannot spin)."""
-    import asyncio  # noqa: PLC0415 - see the imports
-
-    def spawn() -> int:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            code = 0
-            try:
-                asyncio.run(_run(config, config_path, listeners))
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
-                code = 70
-            os._exit(code)
-        return pid
-
-    workers = {spawn() for _ in range(config.server.workers)}
-    stopping = False
-
-    def forward(sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = stopping or sig != signal.SIGHUP
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    log.info("pop3d %s ready (%d workers)", __version__, len(workers))
-    restarts: list[float] = []
-    while workers:
-        pid, status = os.wait()
-        workers.discard(pid)
-        if stopping:
-            continue
-        log.error("worker %d exited (status %d)", pid, os.waitstatus_to_exitcode(status))
-        restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
-        if len(restarts) > 5:
-            log.error("workers keep dying: stopping")
-            forward(signal.SIGTERM, None)
-            continue
-        workers.add(spawn())
-    listeners.close()
-    log.info("stopped")
-    return 0
 
 
 def _deliver(args: argparse.Namespace) -> int:
@@ -225,6 +270,13 @@ def _deliver(args: argparse.Namespace) -> int:
         print(f"pop3d deliver: {exc}", file=sys.stderr)
         return 75  # the MTA keeps the message and retries once the config is fixed
     logging.basicConfig(level=logging.WARNING, format="pop3d deliver: %(message)s")
+    if is_root() and config.server.user:
+        # As the server's account: every Maildir, message and lock made is then its own.
+        try:
+            drop_to(account(config.server.user, config.server.group))
+        except (AccountError, OSError) as exc:
+            print(f"pop3d deliver: {exc}", file=sys.stderr)
+            return 75
     users = PasswdFile(config.passwd_file)
     deliverer = Deliverer(config, users, _maildir_store(config))
     try:
@@ -263,6 +315,16 @@ def _read_password(args: argparse.Namespace) -> bytes:
     return first.encode()
 
 
+def _owner(config: Config) -> Account | None:
+    """Whom what root makes for the server belongs to: [server] user, when run as root."""
+    if not is_root() or not config.server.user:
+        return None
+    try:
+        return account(config.server.user, config.server.group)
+    except AccountError as exc:
+        raise CommandError(str(exc), 78) from None
+
+
 def _new_hash(args: argparse.Namespace, config: Config) -> str:
     scheme = args.scheme or config.auth.password_scheme
     try:
@@ -283,9 +345,11 @@ def _user(args: argparse.Namespace) -> int:
         match args.action:
             case "add":
                 _check_new_user(args.name)
-                add_user(path, args.name, _new_hash(args, config))
+                owner = _owner(config)
+                group = owner.gid if owner else None
+                add_user(path, args.name, _new_hash(args, config), group)
                 maildir = _maildir_store(config).path_for(Principal(args.name))
-                ensure_maildir(maildir)
+                ensure_maildir(maildir, (owner.uid, owner.gid) if owner else None)
                 print(f"added {args.name}, Maildir {maildir}")
             case "passwd":
                 set_password(path, args.name, _new_hash(args, config))
@@ -354,12 +418,38 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"certificate {config.tls.cert}: loads")
         except (OSError, ValueError) as exc:
             problems.append(f"[tls] cannot load {config.tls.cert}: {exc}")
+    problems += _check_daemon(config)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return 78
     print(f"{path}: OK")
     return 0
+
+
+def _check_daemon(config: Config) -> list[str]:
+    """The account to serve as, and what it must be able to read and write."""
+    if config.server.user is None:
+        if is_root():
+            print("warning: [server] user is not set: `pop3d serve` as root will refuse to start")
+        return []
+    try:
+        serve_as = account(config.server.user, config.server.group)
+    except AccountError as exc:
+        return [str(exc)]
+    print(f"serves as {serve_as}")
+    for key, path in (
+        ("[tls] cert", config.tls.cert), ("[tls] key", config.tls.key),
+        ("[auth] passwd_file", config.passwd_file),
+    ):  # fmt: skip
+        if path is not None and not readable_by(path, serve_as):
+            reload = " at SIGHUP" if key.startswith("[tls]") else ""
+            print(f"warning: {key} {path} cannot be read by {serve_as.name}{reload} "
+                  "(make it readable by the account or its group)")  # fmt: skip
+    control = config.server.control_socket
+    if control is not None and not control.parent.is_dir():
+        return [f"[server] control_socket: no directory {control.parent}"]
+    return []
 
 
 def _check_oauth2(config: OAuth2Config) -> list[str]:
@@ -383,6 +473,43 @@ def _check_oauth2(config: OAuth2Config) -> list[str]:
     return []
 
 
+def _control(args: argparse.Namespace, message: dict[str, object]) -> dict[str, Any]:
+    config = _load(args)
+    path = config.server.control_socket
+    if path is None:
+        raise CommandError(f"{_config_path(args)}: no [server] control_socket", 78)
+    try:
+        return control.request(path, message)
+    except control.ControlError as exc:
+        raise CommandError(str(exc), 69) from None  # EX_UNAVAILABLE
+
+
+def _who(args: argparse.Namespace) -> int:
+    answer = _control(args, {"op": "who"})
+    sessions = answer["sessions"]
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    columns = ("user", "peer", "listener", "tls", "state", "since", "bytes_out")
+    rows = [[str(s.get(c) if s.get(c) is not None else "-") for c in columns] for s in sessions]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    for row in [[c.upper() for c in columns], *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if answer.get("incomplete"):
+        print("(a worker did not answer in time: its sessions are missing)", file=sys.stderr)
+    return 0
+
+
+def _kick(args: argparse.Namespace) -> int:
+    answer = _control(args, {"op": "kick", "user": args.name})
+    if args.json:
+        print(json.dumps(answer))
+    else:
+        kicked = answer["kicked"]
+        print(f"kicked {kicked} session{'s' if kicked != 1 else ''} of {args.name}")
+    return 0
+
+
 def _choose_event_loop(choice: str) -> None:
     if choice == "asyncio":
         return
@@ -393,41 +520,6 @@ def _choose_event_loop(choice: str) -> None:
             raise CommandError("[server] event_loop = uvloop: not installed", 78) from None
         return
     uvloop.install()
-
-
-async def _run(config: Config, config_path: Path, listeners: Listeners) -> None:
-    import asyncio  # noqa: PLC0415 - see the imports
-
-    from .server import Pop3Server  # noqa: PLC0415
-
-    server = Pop3Server(config)
-    await server.start(listeners)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
-    if config.server.workers == 1:
-        log.info("pop3d %s ready (%s)", __version__, type(loop).__module__.split(".")[0])
-    await server.serve_forever()
-    if config.server.workers == 1:
-        log.info("stopped")
-
-
-def _reload(server: Pop3Server, config_path: Path) -> None:
-    """SIGHUP: re-read the config and the certificate; on any error keep what runs."""
-    try:
-        server.reload(load_config(config_path))
-    except (ConfigError, OSError) as exc:
-        log.error("reload failed, keeping the running configuration: %s", exc)
-
-
-def _setup_logging(config: Config) -> None:
-    worker = "[%(process)d]" if config.server.workers > 1 else ""
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
@@ -503,6 +595,26 @@ def build_parser() -> argparse.ArgumentParser:
     _where(stats)
     stats.add_argument("name", help="user name")
     mailbox.set_defaults(func=_mailbox_stats)
+
+    who = commands.add_parser(
+        "who",
+        help="list the sessions of a running pop3d",
+        description="List the sessions of a running pop3d (every worker's), through "
+        "[server] control_socket.",
+    )
+    _where(who)
+    who.add_argument("--json", action="store_true", help="print JSON")
+    who.set_defaults(func=_who)
+    kick = commands.add_parser(
+        "kick",
+        help="end a user's sessions",
+        description="End USER's sessions in a running pop3d. Their DELE marks are dropped, as "
+        "for a lost connection: nothing is deleted.",
+    )
+    _where(kick)
+    kick.add_argument("name", help="user name")
+    kick.add_argument("--json", action="store_true", help="print JSON")
+    kick.set_defaults(func=_kick)
 
     check = commands.add_parser(
         "check-config",

@@ -30,6 +30,7 @@ class ConfigError(Exception):
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ByteSize(int):
@@ -97,11 +98,20 @@ class ServerConfig:
         default=30.0,
         metadata=_doc("Seconds sessions get to finish after SIGTERM.", minimum=0),
     )
-    log_level: str = field(
-        default="info",
-        metadata=_doc(
-            "debug, info, warning or error.", choices=("debug", "info", "warning", "error")
-        ),
+    log_level: str | None = field(
+        default=None,
+        metadata=_doc("Deprecated: [log] level.", choices=LOG_LEVELS),
+    )
+    user: str | None = field(
+        default=None,
+        metadata=_doc("The account to serve as, once listening (needed when started as root)."),
+    )
+    group: str | None = field(
+        default=None, metadata=_doc("Its group; default: the account's primary group.")
+    )
+    control_socket: Path | None = field(
+        default=None,
+        metadata=_doc("Unix socket for `pop3d who` and `pop3d kick` (mode 0600). Default off."),
     )
     event_loop: str = field(
         default="auto",
@@ -118,6 +128,25 @@ class ServerConfig:
     )
     io_threads: int = field(
         default=16, metadata=_doc("Threads for Maildir scans and reads.", minimum=1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = field(
+        default="text",
+        metadata=_doc("text, or json: one JSON object per line.", choices=("text", "json")),
+    )
+    level: str = field(
+        default="info", metadata=_doc("debug, info, warning or error.", choices=LOG_LEVELS)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: Address | None = field(
+        default=None,
+        metadata=_doc("host:port serving GET /metrics for Prometheus. Default off."),
     )
 
 
@@ -205,6 +234,16 @@ class LmtpConfig:
     listen: tuple[Endpoint, ...] = field(
         default=(),
         metadata=_doc("LMTP listeners (RFC 2033): host:port or a unix socket path. Default off."),
+    )
+    socket_user: str | None = field(
+        default=None, metadata=_doc("Owner of the unix sockets; default: [server] user.")
+    )
+    socket_group: str | None = field(
+        default=None, metadata=_doc("Their group; default: that owner's primary group.")
+    )
+    socket_mode: int = field(
+        default=0o666,
+        metadata=_doc("Their mode, e.g. 0o660 (TOML octal). Default 0o666.", minimum=0),
     )
 
 
@@ -320,6 +359,8 @@ class OAuth2Config:
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     maildir: MaildirConfig = field(default_factory=MaildirConfig)
@@ -327,6 +368,11 @@ class Config:
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     oauth2: OAuth2Config | None = None  # OAUTHBEARER and XOAUTH2 need it
+
+    @property
+    def log_level(self) -> str:
+        """[log] level, or the deprecated [server] log_level when only that is set."""
+        return self.server.log_level or self.log.level
 
     @property
     def passwd_file(self) -> Path:
@@ -382,6 +428,10 @@ def build_config(data: dict[str, Any], base: Path) -> Config:
         raise ConfigError("[tls] needs both cert and key")
     if config.server.listen_tls and not config.tls_enabled:
         raise ConfigError("[server] listen_tls needs [tls] cert and key")
+    if config.server.group and not config.server.user:
+        raise ConfigError("[server] group needs [server] user")
+    if config.lmtp.socket_mode > 0o777:
+        raise ConfigError("[lmtp] socket_mode: at most 0o777")
     _check_oauth2(config, "mechanisms" in data.get("auth", {}))
     return config
 

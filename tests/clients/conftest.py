@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import ssl
 import subprocess
 import time
@@ -81,7 +82,7 @@ class Session:
 
     @property
     def implicit_tls(self) -> bool:
-        return any(re.match(r"connect tls$", e) for e in self.events)
+        return any(re.match(r"connect listener=\S+ tls=implicit$", e) for e in self.events)
 
     @property
     def starttls(self) -> bool:
@@ -89,7 +90,7 @@ class Session:
 
     def _login(self) -> re.Match[str] | None:
         return next(
-            (m for e in self.events if (m := re.match(r"login user=(\S+) mechanism=(\S+) ", e))),
+            (m for e in self.events if (m := re.match(r'login user="(.*?)" mechanism=(\S+) ', e))),
             None,
         )
 
@@ -107,7 +108,7 @@ class Session:
     def logout(self) -> dict[str, str]:
         for e in self.events:
             if e.startswith("logout "):
-                return dict(kv.split("=", 1) for kv in e.split()[1:])
+                return dict(kv.split("=", 1) for kv in shlex.split(e)[1:])
         return {}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pop3d.testing import ServerThread
+from tests.conftest import hand_over, service_account
 
 ALICE_PASSWORD = "secret pass"
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,17 +96,20 @@ def message_files(server: ServerThread, user: str) -> list[str]:
 
 
 class ServerProcess:
-    """pop3d as its own process (for signals and kill -9). Its log is read as it comes, so a
-    busy server never waits on a full pipe."""
+    """pop3d as its own processes, a supervisor and its workers (for signals and kill -9).
+    Its log is read as it comes, so a busy server never waits on a full pipe. As root, the
+    directory of the config is handed to the account `write_config` names first."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        hand_over(config.parent, service_account())
+        self.workers: list[int] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pop3d", "serve", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.log: list[str] = []
         self.ports: dict[str, int] = {}
@@ -119,6 +123,8 @@ class ServerProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.log.append(line)
+            if started := re.search(r"worker (\d+) started", line):
+                self.workers.append(int(started.group(1)))
 
     def _wait_ready(self) -> None:
         assert self.proc.stdout is not None
@@ -131,6 +137,8 @@ class ServerProcess:
             match = re.search(r"listening on .*:(\d+) \((.*)\)", line)
             if match:
                 self.ports.setdefault(match.group(2), int(match.group(1)))
+            if started := re.search(r"worker (\d+) started", line):
+                self.workers.append(int(started.group(1)))
             if re.search(r"pop3d \S+ ready", line):
                 return
         raise RuntimeError("pop3d did not start")
@@ -145,16 +153,34 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.wait_gone()
+
+    def wait_gone(self) -> None:
+        """Until the workers are gone too (they die with the supervisor, a moment later)."""
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in self.workers):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers {self.workers} outlived the supervisor")
+            time.sleep(0.01)
 
 
-def write_config(root: Path, users: dict[str, str], extra: str = "") -> Path:
+def write_config(
+    root: Path, users: dict[str, str], extra: str = "", server: str = "", auth: str = ""
+) -> Path:
+    """A config for `ServerProcess`; as root it names the account to serve as. `server` and
+    `auth` are more keys of those sections, `extra` more sections."""
     (root / "users.passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+    account = service_account()
     config = root / "pop3d.toml"
     config.write_text(
         '[server]\nlisten = ["127.0.0.1:0"]\nshutdown_timeout = 5\n'
         f'event_loop = "{os.environ.get("POP3D_TEST_EVENT_LOOP", "auto")}"\n'
-        '[auth]\npasswd_file = "users.passwd"\n'
-        '[maildir]\npath = "mail/{user}/Maildir"\n' + extra
+        + (f'user = "{account}"\n' if account else "")
+        + server
+        + '[auth]\npasswd_file = "users.passwd"\n'
+        + auth
+        + '[maildir]\npath = "mail/{user}/Maildir"\n'
+        + extra
     )
     return config
 

@@ -141,7 +141,8 @@ def test_retr_of_50_mb_streams_in_bounded_memory(proc_root: Path) -> None:
     try:
         client = LineClient(server.port)
         assert login(client).startswith(b"+OK")
-        status = f"/proc/{server.proc.pid}/status"
+        (worker,) = server.workers
+        status = f"/proc/{worker}/status"
         hwm_before = _kib(status, "VmHWM")
         client.send(b"RETR 1\r\n")
         assert client.read_line() == b"+OK %d octets\r\n" % (len(body) + body.count(b"\n"))

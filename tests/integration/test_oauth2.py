@@ -248,11 +248,11 @@ def test_every_bad_token_is_refused_as_rfc_7628_says(
                 "openid-configuration": provider.issuer + "/.well-known/openid-configuration",
             }, case
             assert client.command("NOOP") == b"-ERR Log in first.\r\n"  # the session goes on
-    failures = [r.getMessage() for r in caplog.records if "login failed" in r.getMessage()]
+    failures = [r.getMessage() for r in caplog.records if "auth failed:" in r.getMessage()]
     assert len(failures) == len(bad_tokens(provider))
     assert all("mechanism=OAUTHBEARER reason=credentials" in f for f in failures)
     assert any("why=expired" in f for f in failures)
-    assert any("why=wrong audience" in f for f in failures)
+    assert any('why="wrong audience"' in f for f in failures)
     for token, _ in bad_tokens(provider).values():
         assert token not in caplog.text
 
@@ -403,7 +403,7 @@ def test_a_jwks_url_that_hangs_or_answers_garbage(
             assert reply == UNAVAILABLE
             assert time.monotonic() - started < 0.5
         assert "cannot get the keys from " + provider.url + path in caplog.text
-        assert "reason=temporary" in caplog.text
+        assert "auth unavailable: " in caplog.text
     finally:
         server.stop()
 

@@ -26,18 +26,26 @@ def user_of(line: str) -> str | None:
 
 
 @contextlib.contextmanager
-def editing(path: Path) -> Iterator[list[str]]:
+def editing(path: Path, new_group: int | None = None) -> Iterator[list[str]]:
+    """The lines of `path` to change; the file keeps its owner, group and mode. A file made
+    here is 0600, or 0640 in `new_group` (the server's, so that it can read it)."""
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-            mode = path.stat().st_mode & 0o777
+            st = path.stat()
+            mode, owner = st.st_mode & 0o777, (st.st_uid, st.st_gid)
         except FileNotFoundError:
-            lines, mode = [], 0o600
+            lines = []
+            mode = 0o600 if new_group is None else 0o640
+            owner = (os.geteuid(), new_group if new_group is not None else os.getegid())
         yield lines
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            os.fchmod(fd, mode)  # not narrowed by the umask
+            if owner != (os.geteuid(), os.getegid()):
+                os.fchown(fd, *owner)  # root editing a file of the server's group
             with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write("".join(line + "\n" for line in lines))
                 f.flush()
@@ -58,8 +66,8 @@ def find(lines: list[str], user: str) -> int | None:
     return next((i for i, line in enumerate(lines) if user_of(line) == user), None)
 
 
-def add_user(path: Path, user: str, password_field: str) -> None:
-    with editing(path) as lines:
+def add_user(path: Path, user: str, password_field: str, new_group: int | None = None) -> None:
+    with editing(path, new_group) as lines:
         if find(lines, user) is not None:
             raise PasswdEditError(f"user {user} already exists")
         lines.append(f"{user}:{password_field}::::::")

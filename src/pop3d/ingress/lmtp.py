@@ -15,13 +15,16 @@ import logging
 import socket
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from ..config import Config
 from .delivery import Deliverer, Outcome, Recipient
+
+if TYPE_CHECKING:
+    from ..server.metrics import Metrics
 
 log = logging.getLogger("pop3d.lmtp")
 
@@ -31,9 +34,12 @@ MAX_RECIPIENTS = 1000
 class LmtpHandler:
     """aiosmtpd's handler hooks."""
 
-    def __init__(self, deliverer: Callable[[], Deliverer], executor: Executor | None) -> None:
+    def __init__(
+        self, deliverer: Callable[[], Deliverer], executor: Executor | None, metrics: Metrics
+    ) -> None:
         self._deliverer = deliverer
         self._executor = executor
+        self._metrics = metrics
 
     @property
     def deliverer(self) -> Deliverer:
@@ -80,6 +86,7 @@ class LmtpHandler:
                 "lmtp from=<%s> to=<%s> size=%d outcome=%s",
                 envelope.mail_from, address, len(content), outcome.name,
             )  # fmt: skip
+            self._metrics.lmtp_deliveries.labels(outcome.name.lower()).inc()
             replies.append(outcome.reply(address))
         # RFC 2033 section 4.2: one reply per accepted recipient, in RCPT order.
         return "\r\n".join(replies)
@@ -126,9 +133,10 @@ async def start_lmtp(
     deliverer: Callable[[], Deliverer],
     config: Config,
     executor: Executor | None,
+    metrics: Metrics,
 ) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
-    handler = LmtpHandler(deliverer, executor)
+    handler = LmtpHandler(deliverer, executor, metrics)
     limit = config.delivery.max_message_size
     hostname = socket.getfqdn()
 

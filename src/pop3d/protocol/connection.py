@@ -281,6 +281,9 @@ class Connection:
     def shutting_down(self) -> None:
         self._abort(err("Server shutting down.", RespCode.SYS_TEMP), CloseReason.SHUTDOWN)
 
+    def kicked(self) -> None:
+        self._abort(err("Disconnected by the administrator."), CloseReason.KICKED)
+
     def internal_error(self) -> None:
         self._abort(err("Internal server error.", RespCode.SYS_TEMP), CloseReason.INTERNAL_ERROR)
 

@@ -104,6 +104,7 @@ class CloseReason(StrEnum):
     LOGIN_TIMEOUT = "login timeout"
     SHUTDOWN = "server shutdown"
     INTERNAL_ERROR = "internal error"
+    KICKED = "kicked"  # by an administrator (pop3d kick)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..config import Address, Config
+from ..daemon.privileges import Account, chown
 from .net import format_address
 
 log = logging.getLogger("pop3d.server")
@@ -35,25 +36,33 @@ def tcp(address: Address) -> socket.socket:
     return sock
 
 
-def unix(path: str) -> socket.socket:
+def unix(path: str, mode: int, owner: Account | None = None) -> socket.socket:
+    """A unix socket at `path` with `mode`, owned by `owner` (when root made it)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a socket file left by a crash
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    os.chmod(path, 0o666)  # noqa: S103 - as Dovecot's lmtp socket: any local MTA may deliver
-    sock.listen(1024)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        chown(path, owner)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
 
-def bind(config: Config) -> Listeners:
+def bind(config: Config, socket_owner: Account | None = None) -> Listeners:
+    """The config's listeners; its LMTP unix sockets owned by `socket_owner`."""
     listeners = Listeners()
     try:
         listeners.plain = [tcp(a) for a in config.server.listen]
         listeners.tls = [tcp(a) for a in config.server.listen_tls]
         for endpoint in config.lmtp.listen:
             if endpoint.path is not None:
-                listeners.lmtp.append(unix(str(endpoint.path)))
+                mode = config.lmtp.socket_mode
+                listeners.lmtp.append(unix(str(endpoint.path), mode, socket_owner))
             else:
                 assert endpoint.address is not None
                 listeners.lmtp.append(tcp(endpoint.address))

@@ -51,6 +51,14 @@ class LoginPenalty:
             self._records.popitem(last=False)
         return self._delay(record.failures)
 
+    def active(self) -> int:
+        """Addresses whose failures still count; forgets the others (the oldest come first:
+        a record moves to the end at each failure)."""
+        expired = self._clock() - self.settings.penalty_reset
+        while self._records and next(iter(self._records.values())).last <= expired:
+            self._records.popitem(last=False)
+        return len(self._records)
+
     def current(self, address: str) -> float:
         """The delay the failures recorded for `address` call for now (0 for none), without
         recording anything."""

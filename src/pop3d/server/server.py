@@ -31,6 +31,7 @@ from ..store.maildir import MaildirStore
 from ..tls import server_context, trim_asyncio_tls_buffers
 from .deadlines import Deadlines
 from .listeners import Listeners, bind
+from .metrics import Metrics
 from .net import address_in, format_address
 from .penalty import LoginPenalty
 from .session import Pop3Session
@@ -51,7 +52,8 @@ class Pop3Server:
     """Serve POP3 as `config` says. Use `start()` then `serve_forever()`, or `async with`.
 
     `users` and `store` replace the passwd-file and the Maildir store the config names
-    (for embedding and tests).
+    (for embedding and tests); `tls_context`, one made from the config's files before root
+    was given up.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class Pop3Server:
         *,
         users: UserDatabase | None = None,
         store: Mailstore | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        self.metrics = Metrics()
         self._io_pool = ThreadPoolExecutor(config.server.io_threads, "pop3d-io")
         self.auth_pool = ThreadPoolExecutor(config.auth.hash_threads, "pop3d-auth")
         self._custom_users = users is not None
@@ -70,7 +74,7 @@ class Pop3Server:
         self.tokens = TokenVerifier(config.oauth2) if config.oauth2 else None
         self.authenticator = Authenticator(self.users, self.auth_pool, self.tokens)
         self.store: Mailstore = store or _maildir_store(config, self._io_pool)
-        self.tls_context: ssl.SSLContext | None = _tls_context(config)
+        self.tls_context: ssl.SSLContext | None = tls_context or _tls_context(config)
         self.penalty = LoginPenalty(config.auth)
         self.line_penalty = LoginPenalty(config.auth)  # for addresses that sent endless lines
         self.sessions: set[Pop3Session] = set()
@@ -130,7 +134,7 @@ class Pop3Server:
             if not isinstance(self.store, MaildirStore):
                 raise ValueError("[lmtp] delivers into Maildirs: it needs the Maildir store")
             self._lmtp = await start_lmtp(
-                self._listeners.lmtp, self.deliverer, self.config, self._io_pool
+                self._listeners.lmtp, self.deliverer, self.config, self._io_pool, self.metrics
             )
 
     async def _watch_users(self) -> None:
@@ -189,6 +193,7 @@ class Pop3Server:
                 ssl_handshake_timeout=limits.tls_handshake_timeout,
             )
         except (OSError, ConnectionError) as exc:
+            self.metrics.tls_handshake_failures.inc()
             log.info(
                 "peer=%s TLS handshake failed: %s",
                 format_address(peer[0], peer[1]),
@@ -324,6 +329,23 @@ class Pop3Server:
             del self._per_ip[session.peer_ip]
         if not self.sessions and self._empty is not None:
             self._empty.set()
+
+    def tick(self) -> None:
+        """Once a second, from the worker: what is measured rather than counted."""
+        self.metrics.penalized_addresses.set(self.penalty.active())
+
+    def who(self) -> list[dict[str, Any]]:
+        """The sessions, for `pop3d who`."""
+        return [s.describe() for s in self.sessions]
+
+    def kick(self, user: str) -> int:
+        """End `user`'s sessions as a dropped connection would (nothing is deleted)."""
+        kicked = [s for s in self.sessions if s.principal is not None and s.principal.name == user]
+        for session in kicked:
+            session.kick()
+        if kicked:
+            log.info("kicked %d sessions of %s", len(kicked), user)
+        return len(kicked)
 
     def deliverer(self) -> Deliverer:
         """For LMTP: built per call, so a reload's users, quotas and paths apply at once."""

@@ -17,13 +17,17 @@ before the +OK goes out, so the only bytes the handshake sees are the ones that 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from ..auth.base import AuthUnavailable
 from ..auth.sasl.base import Challenge, Exchange, Failure, Success
+from ..logs import event
 from ..principal import Principal
 from ..protocol.connection import Connection, SessionStats, State
 from ..protocol.events import (
@@ -76,6 +80,8 @@ class Pop3Session(asyncio.Protocol):
         "_finished",
         "_held",
         "_last_activity",
+        "_logged_in",
+        "_login_started",
         "_loop",
         "_maildrop",
         "_reading_paused",
@@ -87,6 +93,7 @@ class Pop3Session(asyncio.Protocol):
         "_write_paused",
         "bytes_in",
         "bytes_out",
+        "close_detail",
         "close_reason",
         "id",
         "implicit_tls",
@@ -106,7 +113,8 @@ class Pop3Session(asyncio.Protocol):
         self.principal: Principal | None = None
         self.mechanism = "-"  # how the last login was tried: USER, APOP or a SASL mechanism
         self.bytes_in = self.bytes_out = 0
-        self.close_reason = "connection lost"
+        self.close_reason: str = "connection lost"
+        self.close_detail: str | None = None
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
         self._core: Connection | None = None
@@ -120,6 +128,8 @@ class Pop3Session(asyncio.Protocol):
         self._closed = False
         self._finished = False
         self._held = False  # not read from, nor greeted, until the address has waited
+        self._logged_in = False  # counted in the sessions_logged_in gauge
+        self._login_started = 0.0
         self._admitted = False
         self._tls = False
         self._connected_at = 0.0
@@ -140,13 +150,17 @@ class Pop3Session(asyncio.Protocol):
         refusal = self.server.admit(self)
         if refusal is not None:
             self._closed = self._finished = True
-            log.info("session=%d peer=%s refused: %s", self.id, self.peer, refusal.reason)
+            self._event(logging.INFO, "refused:", why=refusal.reason)
             transport.write(refusal.reply)
             transport.close()
             return
         self._admitted = True
-        tls = " tls" if self.implicit_tls else ""
-        log.info("session=%d peer=%s connect%s", self.id, self.peer, tls)
+        listener = self.listener
+        tls = "implicit" if self.implicit_tls else None
+        self._event(logging.INFO, "connect", listener=listener, tls=tls)
+        metrics = self.server.metrics
+        metrics.connections.labels(listener, "true" if self.implicit_tls else "false").inc()
+        metrics.connections_open.inc()
         self._tls = self.implicit_tls  # implicit TLS: the handshake is done when we get here
         # Room for a few chunks of a large RETR before the stream waits for the client.
         transport.set_write_buffer_limits(high=WRITE_BUFFER)
@@ -156,9 +170,7 @@ class Pop3Session(asyncio.Protocol):
         # connection costs, this bounds how often it can start over.
         delay = self.server.line_penalty.current(self.peer_ip)
         if delay:
-            log.info(
-                "session=%d peer=%s held %.1fs: it sent endless lines", self.id, self.peer, delay
-            )
+            self._event(logging.INFO, "held", seconds=f"{delay:.1f}", why="it sent endless lines")
             self._held = True
             # On the next turn of the loop: uvloop ignores a pause made in connection_made.
             # What arrives before that waits in the core.
@@ -192,7 +204,7 @@ class Pop3Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed:
-            self.close_reason = f"connection lost: {exc}" if exc else "connection lost"
+            self.close_reason, self.close_detail = "connection lost", str(exc) if exc else None
         self._finish()
 
     def pause_writing(self) -> None:
@@ -266,11 +278,11 @@ class Pop3Session(asyncio.Protocol):
             self._reading_paused = False
             self._transport.resume_reading()
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, detail: str | None = None) -> None:
         if self._closed:
             return
         self._closed = True
-        self.close_reason = reason
+        self.close_reason, self.close_detail = reason, detail
         self.server.deadlines.discard(self, self._timer_second)
         assert self._transport is not None
         if self._reading_paused:
@@ -290,14 +302,20 @@ class Pop3Session(asyncio.Protocol):
         self._release_maildrop()
         if self._admitted:
             stats = self._core.stats if self._core else SessionStats()
-            log.info(
-                "session=%d peer=%s logout user=%s reason=%s commands=%d retrieved=%d "
-                "deleted=%d bytes_in=%d bytes_out=%d",
-                self.id, self.peer, self.principal.name if self.principal else "-",
-                self.close_reason, stats.commands, stats.retrieved, stats.deleted,
-                self.bytes_in, self.bytes_out,
+            self._event(
+                logging.INFO, "logout", user=self.principal.name if self.principal else None,
+                reason=self.close_reason, detail=self.close_detail, commands=stats.commands,
+                retrieved=stats.retrieved, deleted=stats.deleted, bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
             )  # fmt: skip
-        if self._admitted:
+            metrics = self.server.metrics
+            metrics.connections_open.dec()
+            if self._logged_in:
+                metrics.sessions_logged_in.dec()
+            metrics.sessions_closed.labels(self.close_reason).inc()
+            metrics.bytes_sent.inc(self.bytes_out)
+            metrics.messages_retrieved.inc(stats.retrieved)
+            metrics.messages_deleted.inc(stats.deleted)
             self.server.release(self)
 
     async def _perform(self, event: Event) -> None:
@@ -317,7 +335,7 @@ class Pop3Session(asyncio.Protocol):
                     await self._expunge(core, messages)
                 case StartTls():
                     if await self._handshake():
-                        log.info("session=%d peer=%s starttls", self.id, self.peer)
+                        self._event(logging.INFO, "starttls")
                         core.tls_started()
         except asyncio.CancelledError:
             raise
@@ -334,17 +352,31 @@ class Pop3Session(asyncio.Protocol):
 
     async def _login(self, core: Connection, credentials: Credentials) -> None:
         self.mechanism = "APOP" if isinstance(credentials, ApopCredentials) else "USER"
+        self._login_started = time.perf_counter()
         try:
             principal = await self.server.authenticator.login(credentials)
         except AuthUnavailable as exc:
-            log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
-            core.auth_failed(AuthFailure.TEMPORARY)
+            self._auth_unavailable(core, credentials.user, str(exc))
             return
         await self._finish_login(core, principal, credentials.user)
+
+    def _auth_unavailable(self, core: Connection, user: str | None, why: str) -> None:
+        self._count_login("failure")
+        self._event(
+            logging.ERROR, "auth unavailable:", user=_shown(user), rip=self.peer_ip,
+            mechanism=self.mechanism, why=why,
+        )  # fmt: skip
+        core.auth_failed(AuthFailure.TEMPORARY)
+
+    def _count_login(self, result: str) -> None:
+        metrics = self.server.metrics
+        metrics.logins.labels(result, self.mechanism).inc()
+        metrics.login_duration.observe(time.perf_counter() - self._login_started)
 
     async def _sasl(self, core: Connection, event: SaslStart | SaslResponse) -> None:
         if isinstance(event, SaslStart):
             self.mechanism = event.mechanism
+            self._login_started = time.perf_counter()
             mechanism = self.server.mechanism(event.mechanism)
             self._exchange = mechanism(self.server.authenticator)
             response = event.initial_response
@@ -355,9 +387,8 @@ class Pop3Session(asyncio.Protocol):
         try:
             step = await exchange.step(response)
         except AuthUnavailable as exc:
-            log.error("session=%d peer=%s login unavailable: %s", self.id, self.peer, exc)
             self._exchange = None
-            core.auth_failed(AuthFailure.TEMPORARY)
+            self._auth_unavailable(core, None, str(exc))
             return
         match step:
             case Challenge(data):
@@ -368,13 +399,15 @@ class Pop3Session(asyncio.Protocol):
             case Failure(AuthFailure.CREDENTIALS, user, why):
                 self._exchange = None
                 await self._finish_login(core, None, user or "-", why)
+            case Failure(AuthFailure.TEMPORARY, user, why):
+                self._exchange = None
+                self._auth_unavailable(core, user, why)
             case Failure(reason, user, why):
                 self._exchange = None
-                log.log(
-                    logging.WARNING if reason is AuthFailure.TEMPORARY else logging.INFO,
-                    "session=%d peer=%s login failed user=%s mechanism=%s reason=%s%s",
-                    self.id, self.peer, (user or "-")[:64], self.mechanism, reason.value,
-                    f" why={why}" if why else "",
+                self._count_login("failure")
+                self._event(
+                    logging.INFO, "auth failed:", user=_shown(user), rip=self.peer_ip,
+                    mechanism=self.mechanism, reason=reason.value, why=why or None,
                 )  # fmt: skip
                 core.auth_failed(reason)
 
@@ -382,17 +415,18 @@ class Pop3Session(asyncio.Protocol):
         self, core: Connection, principal: Principal | None, user: str, why: str = ""
     ) -> None:
         if principal is None:
+            self._count_login("failure")
             delay = self.server.penalty.failure(self.peer_ip)
-            log.info(
-                "session=%d peer=%s login failed user=%s mechanism=%s reason=credentials "
-                "delay=%.1fs%s",
-                self.id, self.peer, user[:64], self.mechanism, delay,
-                f" why={why}" if why else "",
+            self._event(
+                logging.INFO, "auth failed:", user=_shown(user), rip=self.peer_ip,
+                mechanism=self.mechanism, reason="credentials", delay=f"{delay:.1f}s",
+                why=why or None,
             )  # fmt: skip
             if delay:
                 await asyncio.sleep(delay)
             core.auth_failed(AuthFailure.CREDENTIALS)
             return
+        self._count_login("success")
         self.principal = principal
         core.auth_succeeded(principal.name)
 
@@ -404,30 +438,24 @@ class Pop3Session(asyncio.Protocol):
         try:
             maildrop = await self.server.store.open(self.principal)
         except MaildropLocked:
-            log.info(
-                "session=%d peer=%s login failed user=%s reason=in-use", self.id, self.peer, name
-            )
+            self.server.metrics.maildrop_in_use.inc()
+            self._event(logging.INFO, "login refused:", user=name, why="in-use")
             core.maildrop_failed(StoreFailure.LOCKED)
             return
         except (StoreError, OSError) as exc:
             permanent = isinstance(exc, StorePermanentError)
-            log.error(
-                "session=%d peer=%s login failed user=%s maildrop: %s",
-                self.id,
-                self.peer,
-                name,
-                exc,
-            )
+            self._event(logging.ERROR, "maildrop failed:", user=name, why=str(exc))
             core.maildrop_failed(StoreFailure.PERMANENT if permanent else StoreFailure.TEMPORARY)
             return
         if self._closed:  # the client went away while we were scanning
             await maildrop.close()
             return
         self._maildrop = maildrop
-        count = len(maildrop.messages)
-        log.info(
-            "session=%d peer=%s login user=%s mechanism=%s messages=%d",
-            self.id, self.peer, name, self.mechanism, count,
+        self._logged_in = True
+        self.server.metrics.sessions_logged_in.inc()
+        self._event(
+            logging.INFO, "login", user=name, mechanism=self.mechanism,
+            messages=len(maildrop.messages),
         )  # fmt: skip
         core.maildrop_opened(maildrop.messages)
 
@@ -449,7 +477,7 @@ class Pop3Session(asyncio.Protocol):
             core.message_failed(event.number, MessageFailure.GONE)
             return
         except (StoreError, OSError) as exc:
-            log.error("session=%d peer=%s message %d: %s", self.id, self.peer, event.number, exc)
+            self._event(logging.ERROR, "message failed:", number=event.number, why=str(exc))
             core.message_failed(event.number, MessageFailure.TEMPORARY)
             return
         encoder = event.encoder
@@ -480,14 +508,12 @@ class Pop3Session(asyncio.Protocol):
             out.append(encoder.finish())
             self._write(b"".join(out))
         except (StoreError, OSError) as exc:
-            log.error(
-                "session=%d peer=%s message %d broke off: %s", self.id, self.peer, event.number, exc
-            )
+            self._event(logging.ERROR, "message broke off:", number=event.number, why=str(exc))
             if not started:
                 core.message_failed(event.number, MessageFailure.TEMPORARY)
                 return
             # The +OK is out: the only honest ending left is to drop the connection.
-            self._close("message read failed")
+            self._close("message read failed", str(exc))
             return
         finally:
             if following is not None:
@@ -510,10 +536,10 @@ class Pop3Session(asyncio.Protocol):
             try:
                 failed = (await maildrop.expunge(messages)).failed
             except (StoreError, OSError) as exc:
-                log.error("session=%d peer=%s expunge failed: %s", self.id, self.peer, exc)
+                self._event(logging.ERROR, "expunge failed:", why=str(exc))
                 failed = len(messages)
         if failed:
-            log.error("session=%d peer=%s %d messages not deleted", self.id, self.peer, failed)
+            self._event(logging.ERROR, "not deleted:", messages=failed)
         await maildrop.close()  # before the reply: see Expunge
         self._maildrop = None
         core.expunged(failed)
@@ -537,7 +563,7 @@ class Pop3Session(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         if context is None or server.handshakes >= limits.max_tls_handshakes:
-            log.warning("session=%d peer=%s refused: too many TLS handshakes", self.id, self.peer)
+            self._event(logging.WARNING, "refused:", why="too many TLS handshakes")
             self.close_reason = "too many TLS handshakes"
             transport.abort()
             self._finish()
@@ -552,7 +578,8 @@ class Pop3Session(asyncio.Protocol):
                 ssl_handshake_timeout=limits.tls_handshake_timeout,
             )
         except (OSError, ConnectionError) as exc:
-            log.info("session=%d peer=%s TLS handshake failed: %s", self.id, self.peer, exc)
+            server.metrics.tls_handshake_failures.inc()
+            self._event(logging.INFO, "TLS handshake failed:", why=str(exc) or type(exc).__name__)
             self.close_reason = "TLS handshake failed"
             transport.abort()
             self._finish()
@@ -618,6 +645,37 @@ class Pop3Session(asyncio.Protocol):
         if self._core is not None:
             self.abort(self._core.shutting_down)
 
+    def kick(self) -> None:
+        """`pop3d kick`: end the session; its DELE marks are dropped as a lost link's are."""
+        if self._core is not None:
+            self.abort(self._core.kicked)
+
+    def describe(self) -> dict[str, object]:
+        """What `pop3d who` shows of this session."""
+        since = time.time() - (self._loop.time() - self._connected_at)
+        return {
+            "user": self.principal.name if self.principal else None,
+            "peer": self.peer,
+            "listener": self.listener,
+            "tls": self._tls,
+            "state": self.state.value if self.state else "-",
+            "since": datetime.datetime.fromtimestamp(since, datetime.UTC).isoformat(
+                timespec="seconds"
+            ),
+            "bytes_out": self.bytes_out,
+            "pid": os.getpid(),
+        }
+
+    @property
+    def listener(self) -> str:
+        """The listening address this connection came in on."""
+        assert self._transport is not None
+        local = self._transport.get_extra_info("sockname")
+        return format_address(local[0], local[1]) if isinstance(local, tuple) else "?"
+
+    def _event(self, level: int, name: str, **fields: object) -> None:
+        event(log, level, name, session=self.id, peer=self.peer, **fields)
+
     @property
     def state(self) -> State | None:
         return self._core.state if self._core else None
@@ -625,3 +683,8 @@ class Pop3Session(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         return self._task is not None
+
+
+def _shown(user: str | None) -> str:
+    """A user name as the client sent it, cut short for the log."""
+    return (user or "")[:64]

@@ -101,9 +101,15 @@ def _known_wire_size(base: str) -> int | None:
     return None
 
 
-def ensure_maildir(path: Path) -> None:
+def ensure_maildir(path: Path, owner: tuple[int, int] | None = None) -> None:
+    """Make the Maildir and any directory above it that is missing; what is made goes to
+    `owner` (uid, gid): `pop3d user add` run as root makes a Maildir the server can use."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     for sub in ("tmp", "new", "cur"):
         (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    if owner is not None:
+        for made in [*missing, *(path / sub for sub in ("tmp", "new", "cur"))]:
+            os.chown(made, *owner)
 
 
 _deliveries = itertools.count()
