@@ -206,3 +206,11 @@ def test_no_password_token_or_sasl_payload_at_debug(tmp_path: Path) -> None:
     stored = (tmp_path / "srv/users.passwd").read_text()
     for line in stored.splitlines():
         assert line.split(":")[1] not in log
+
+
+def test_the_old_log_level_key_still_works_with_a_warning(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"alice": "pw"}, server='log_level = "debug"\n')
+    server = ServerProcess(config)
+    server.stop()
+    log = "".join(server.log)
+    assert "WARNING pop3d: [server] log_level is deprecated and will go: use [log] level" in log

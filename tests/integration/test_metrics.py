@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import socket
 import ssl
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pop3d import __version__
 from pop3d.store.maildir import deliver
 from tests.conftest import require_program
-from tests.integration.conftest import ServerProcess, make_tls_files, write_config
+from tests.integration.conftest import ROOT, ServerProcess, make_tls_files, write_config
 from tests.peers import free_port
 
 MESSAGE = b"Subject: m\r\n\r\nbody\r\n"
@@ -209,3 +210,20 @@ def test_promtool_finds_nothing_and_prometheus_scrapes_it(tmp_path: Path) -> Non
         prom.wait(timeout=30)
         log.close()
         server.stop()
+
+
+def test_the_grafana_dashboard_shows_every_series() -> None:
+    from pop3d.server.metrics import Metrics  # noqa: PLC0415
+
+    dashboard = json.loads((ROOT / "contrib/grafana/pop3d.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    names = {m.name for m in Metrics().registry.collect()}
+    assert names == {
+        "pop3d_connections", "pop3d_connections_open", "pop3d_sessions_logged_in",
+        "pop3d_logins", "pop3d_login_duration_seconds", "pop3d_sessions_closed",
+        "pop3d_messages_retrieved", "pop3d_messages_deleted", "pop3d_bytes_sent",
+        "pop3d_maildrop_in_use", "pop3d_penalized_addresses", "pop3d_lmtp_deliveries",
+        "pop3d_tls_handshake_failures", "pop3d_build_info",
+    }  # fmt: skip
+    for name in names:
+        assert re.search(rf"\b{name}(_total|_bucket)?\b", exprs), name

@@ -123,3 +123,10 @@ def test_oauth2_paths_and_urls(tmp_path: Path) -> None:
     assert config.oauth2 is not None
     assert config.oauth2.jwks == url  # http is allowed to this host only
     assert build_config(MINIMAL, tmp_path).oauth2 is None
+
+
+def test_the_deprecated_log_level_is_still_the_level() -> None:
+    assert build_config(MINIMAL, Path("/")).log_level == "info"
+    assert build_config({**MINIMAL, "log": {"level": "error"}}, Path("/")).log_level == "error"
+    old = build_config({**MINIMAL, "server": {"log_level": "debug"}}, Path("/"))
+    assert old.log_level == "debug"
