@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -64,3 +65,22 @@ def hand_over(root: Path, account: str | None) -> None:
         parent.chmod(parent.stat().st_mode | 0o011)
     for path in [root, *root.rglob("*")]:
         os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+
+@pytest.fixture(scope="session")
+def postgresql_cluster():  # type: ignore[no-untyped-def]
+    """One PostgreSQL for the whole run (tests/peers/postgres.py)."""
+    from tests.peers import postgres  # noqa: PLC0415
+
+    if postgres.binaries() is None:
+        not_here("PostgreSQL is not installed (Debian package postgresql)")
+    with postgres.cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_dsn(postgresql_cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A new, empty database of that PostgreSQL, for one test; its conninfo."""
+    name = postgresql_cluster.new_database()
+    yield postgresql_cluster.dsn(name)
+    postgresql_cluster.drop_database(name)

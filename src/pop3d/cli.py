@@ -18,13 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
-from .auth.base import AuthUnavailable
-from .auth.passwd_edit import PasswdEditError, add_user, delete_user, set_password
-from .auth.passwd_file import PasswdFile
+from . import __version__, backends, logs
+from .auth.base import AuthUnavailable, UserEditError
 from .auth.sasl.offer import choose
 from .auth.schemes import NEW_HASHES, hash_password
-from .config import Config, ConfigError, OAuth2Config, load_config
+from .config import Config, ConfigError, OAuth2Config, PostgresConfig, load_config
 from .daemon import control
 from .daemon.privileges import (
     Account,
@@ -37,7 +35,8 @@ from .daemon.privileges import (
 )
 from .ingress.delivery import Deliverer, Outcome, without_from_line
 from .principal import Principal, is_safe_user_name
-from .store.maildir import MaildirStore, deliver, ensure_maildir, maildir_stats
+from .store.base import StoreError
+from .store.maildir import deliver
 
 # The server (asyncio, TLS, LMTP) is imported only by the commands that use it: `pop3d deliver`
 # runs once per message and should start fast.
@@ -277,26 +276,22 @@ def _deliver(args: argparse.Namespace) -> int:
         except (AccountError, OSError) as exc:
             print(f"pop3d deliver: {exc}", file=sys.stderr)
             return 75
-    users = PasswdFile(config.passwd_file)
-    deliverer = Deliverer(config, users, _maildir_store(config))
     try:
-        recipient = deliverer.resolve(args.user)
+        with backends.opened(config) as found:
+            deliverer = Deliverer(config, found.users, found.store)
+            recipient = deliverer.resolve(args.user)
+            if recipient is None:
+                outcome = Outcome.UNKNOWN_USER
+            else:
+                stdin = sys.stdin.buffer
+                message = without_from_line(iter(lambda: stdin.read(1 << 16), b""))
+                outcome = deliverer.deliver(recipient, message)
     except AuthUnavailable as exc:
         print(f"pop3d deliver: {exc}", file=sys.stderr)
         return Outcome.TEMPORARY.exit_code
-    if recipient is None:
-        outcome = Outcome.UNKNOWN_USER
-    else:
-        stdin = sys.stdin.buffer
-        message = without_from_line(iter(lambda: stdin.read(1 << 16), b""))
-        outcome = deliverer.deliver(recipient, message)
     if outcome is not Outcome.DELIVERED:
         print(f"pop3d deliver: {outcome.reply(args.user)}", file=sys.stderr)
     return outcome.exit_code
-
-
-def _maildir_store(config: Config) -> MaildirStore:
-    return MaildirStore(config.maildir_template, uidl_format=config.maildir.uidl_format)
 
 
 def _read_password(args: argparse.Namespace) -> bytes:
@@ -340,45 +335,47 @@ def _check_new_user(name: str) -> None:
 
 def _user(args: argparse.Namespace) -> int:
     config = _load(args)
-    path = config.passwd_file
+    owner = _owner(config)
     try:
-        match args.action:
-            case "add":
-                _check_new_user(args.name)
-                owner = _owner(config)
-                group = owner.gid if owner else None
-                add_user(path, args.name, _new_hash(args, config), group)
-                maildir = _maildir_store(config).path_for(Principal(args.name))
-                ensure_maildir(maildir, (owner.uid, owner.gid) if owner else None)
-                print(f"added {args.name}, Maildir {maildir}")
-            case "passwd":
-                set_password(path, args.name, _new_hash(args, config))
-                print(f"password of {args.name} changed")
-            case "delete":
-                delete_user(path, args.name)
-                print(f"deleted {args.name} (the Maildir is kept)")
-            case "list":
-                for entry in sorted(PasswdFile(path).users(), key=lambda e: e.name):
-                    print(entry.name)
-    except (PasswdEditError, AuthUnavailable) as exc:
+        with backends.opened(config, owner.gid if owner else None) as found:
+            users = found.users
+            match args.action:
+                case "add":
+                    _check_new_user(args.name)
+                    users.add(args.name, _new_hash(args, config))
+                    place = found.store.create(
+                        Principal(args.name), (owner.uid, owner.gid) if owner else None
+                    )
+                    print(f"added {args.name}, {place}")
+                case "passwd":
+                    users.set_password(args.name, _new_hash(args, config))
+                    print(f"password of {args.name} changed")
+                case "delete":
+                    users.delete(args.name)
+                    print(f"deleted {args.name} (the mail is kept)")
+                case "list":
+                    for entry in sorted(users.users(), key=lambda e: e.name):
+                        print(entry.name)
+    except (UserEditError, AuthUnavailable, StoreError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
-        raise CommandError(f"{path}: {exc.strerror}") from None
+        raise CommandError(f"{exc.filename or ''}: {exc.strerror}") from None
     return 0
 
 
 def _mailbox_stats(args: argparse.Namespace) -> int:
     config = _load(args)
     try:
-        entry = PasswdFile(config.passwd_file).lookup(args.name)
-    except AuthUnavailable as exc:
+        with backends.opened(config) as found:
+            entry = found.users.lookup(args.name)
+            if entry is None:
+                raise CommandError(f"no user {args.name}", 67)
+            stats = found.store.stats(entry.principal())
+            place = found.store.where(entry.principal())
+    except (AuthUnavailable, StoreError) as exc:
         raise CommandError(str(exc)) from None
-    if entry is None:
-        raise CommandError(f"no user {args.name}", 67)
-    maildir = _maildir_store(config).path_for(entry.principal())
-    stats = maildir_stats(maildir)
     print(f"user: {args.name}")
-    print(f"maildir: {maildir}")
+    print(f"mailbox: {place}")
     print(f"messages: {stats.messages}")
     print(f"octets: {stats.octets}")
     print(f"oldest: {_when(stats.oldest)}")
@@ -398,16 +395,24 @@ def _check_config(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load(args)
     problems = []
-    users = PasswdFile(config.passwd_file)
     try:
-        count = users.check()
-        print(f"passwd-file {config.passwd_file}: {count} users")
-        offer = choose(config.auth.mechanisms, users.census(), oauth2=config.oauth2 is not None)
-        print(offer.describe().partition(";")[0])
-        for name, why in offer.left_out:
-            print(f"warning: [auth] mechanisms allows {name}, which is not offered: {why}")
+        with backends.opened(config) as found:
+            if found.db is not None:
+                print(f"PostgreSQL: schema version {found.db.run_blocking(schema_version)}")
+            users = found.users
+            count = users.check()
+            print(f"{_users_source(config)}: {count} users")
+            census = users.census()
+            offer = choose(config.auth.mechanisms, census, oauth2=config.oauth2 is not None)
+            print(offer.describe().partition(";")[0])
+            for name, why in offer.left_out:
+                print(f"warning: [auth] mechanisms allows {name}, which is not offered: {why}")
     except AuthUnavailable as exc:
         problems.append(str(exc))
+    except Exception as exc:  # PostgreSQL down or wrong: said, not a traceback
+        if not postgres_trouble(exc):
+            raise
+        problems.append(f"[postgresql] {exc}")
     if config.oauth2 is not None:
         problems += _check_oauth2(config.oauth2)
     if config.tls.cert and config.tls.key:
@@ -425,6 +430,30 @@ def _check_config(args: argparse.Namespace) -> int:
         return 78
     print(f"{path}: OK")
     return 0
+
+
+def _users_source(config: Config) -> str:
+    if config.auth.backend == "postgresql":
+        return "PostgreSQL users"
+    return f"passwd-file {config.passwd_file}"
+
+
+def postgres_trouble(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's (only asked when PostgreSQL is in use)."""
+    import psycopg  # noqa: PLC0415
+
+    from .postgres import unavailable  # noqa: PLC0415 - psycopg only when used
+
+    return unavailable(exc) or isinstance(exc, psycopg.Error)
+
+
+async def schema_version(conn: Any) -> int:
+    cur = await conn.execute(
+        "SELECT coalesce(max(version), 0) FROM pop3d_schema "
+        "WHERE to_regclass('pop3d_schema') IS NOT NULL"
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _check_daemon(config: Config) -> list[str]:
@@ -507,6 +536,56 @@ def _kick(args: argparse.Namespace) -> int:
     else:
         kicked = answer["kicked"]
         print(f"kicked {kicked} session{'s' if kicked != 1 else ''} of {args.name}")
+    return 0
+
+
+def _postgresql(config: Config, path: Path) -> PostgresConfig:
+    if config.postgresql is None:
+        raise CommandError(f"{path}: no [postgresql] section", 78)
+    return config.postgresql
+
+
+def _db_init(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from .postgres import MIGRATIONS, database_in_thread, migrate  # noqa: PLC0415
+
+    try:
+        with database_in_thread(_postgresql(config, _config_path(args))) as db:
+            applied = db.run_blocking(migrate)
+    except Exception as exc:  # PostgreSQL's trouble is said, not a traceback
+        if not postgres_trouble(exc):
+            raise
+        raise CommandError(f"[postgresql] {exc}", 69) from None
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
+    print(f"schema at version {len(MIGRATIONS)} ({done})")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    try:
+        old = load_config(Path(args.source))
+    except ConfigError as exc:
+        raise CommandError(f"--from: {exc}", 78) from None
+    new = _load(args)
+    if old.store.backend != "maildir":
+        raise CommandError(f"--from {args.source}: its [store] backend is not maildir", 78)
+    if new.store.backend != "postgresql":
+        raise CommandError(f"{_config_path(args)}: its [store] backend is not postgresql", 78)
+    from . import migrate  # noqa: PLC0415 - psycopg only when used
+
+    try:
+        with backends.opened(old) as before, backends.opened(new) as after:
+            assert after.db is not None
+            if args.verify:
+                same = after.db.wait(migrate.verify(before, after, args.user, print))
+                return 0 if same else 1
+            after.db.wait(migrate.migrate(before, after, args.user, print))
+    except (ValueError, AuthUnavailable, StoreError) as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:
+        if not postgres_trouble(exc):
+            raise
+        raise CommandError(f"[postgresql] {exc}", 69) from None
     return 0
 
 
@@ -615,6 +694,34 @@ def build_parser() -> argparse.ArgumentParser:
     kick.add_argument("name", help="user name")
     kick.add_argument("--json", action="store_true", help="print JSON")
     kick.set_defaults(func=_kick)
+
+    db = commands.add_parser("db", help="the PostgreSQL schema")
+    db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = db_actions.add_parser(
+        "init",
+        help="create or upgrade the schema",
+        description="Create the PostgreSQL schema [postgresql] names, or apply the migrations "
+        "it lacks. Running it again, or on two nodes at once, is safe.",
+    )
+    _where(init)
+    db.set_defaults(func=_db_init)
+
+    migration = commands.add_parser(
+        "migrate",
+        help="copy users and Maildirs into PostgreSQL",
+        description="Copy the users and Maildirs of the --from configuration into the "
+        "PostgreSQL store of --config, keeping each UIDL and size as the old server gave "
+        "them. Old mail is only read. A rerun copies only what is missing.",
+    )
+    migration.add_argument("--from", dest="source", required=True, metavar="OLD.toml",
+                           help="the old (Maildir) configuration")  # fmt: skip
+    _where(migration)
+    migration.add_argument("--user", action="append", default=[], metavar="NAME",
+                           help="only this user (again for more)")  # fmt: skip
+    migration.add_argument(
+        "--verify", action="store_true", help="compare UIDL lists and contents, copy nothing"
+    )
+    migration.set_defaults(func=_migrate)
 
     check = commands.add_parser(
         "check-config",

@@ -113,6 +113,10 @@ class ServerConfig:
         default=None,
         metadata=_doc("Unix socket for `pop3d who` and `pop3d kick` (mode 0600). Default off."),
     )
+    proxy_networks: tuple[IPNetwork, ...] = field(
+        default=(),
+        metadata=_doc("Proxies whose connections begin with a PROXY protocol header (v1, v2)."),
+    )
     event_loop: str = field(
         default="auto",
         metadata=_doc(
@@ -152,8 +156,15 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
+    backend: str = field(
+        default="passwd-file",
+        metadata=_doc(
+            "Where users live: passwd-file or postgresql.", choices=("passwd-file", "postgresql")
+        ),
+    )
     passwd_file: Path | None = field(
-        default=None, metadata=_doc("Dovecot-style passwd-file with the users.", required=True)
+        default=None,
+        metadata=_doc("Dovecot-style passwd-file with the users (backend = passwd-file)."),
     )
     apop: bool = field(
         default=False,
@@ -210,13 +221,53 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    backend: str = field(
+        default="maildir",
+        metadata=_doc(
+            "Where mail lives: maildir or postgresql.", choices=("maildir", "postgresql")
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    dsn: str | None = field(
+        default=None,
+        metadata=_doc(
+            "libpq conninfo or URI; the password from a passfile (PGPASSFILE), not here.",
+            required=True,
+        ),
+    )
+    pool_min: int = field(default=1, metadata=_doc("Connections kept open.", minimum=0))
+    pool_max: int = field(default=10, metadata=_doc("Connections at most.", minimum=1))
+    lease_ttl: float = field(
+        default=60.0,
+        metadata=_doc(
+            "Seconds a maildrop lease lasts unless renewed (every third of it).", minimum=3
+        ),
+    )
+    statement_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds a statement may run; 0: the server's (set it on the role "
+                      "behind PgBouncer).", minimum=0),
+    )  # fmt: skip
+    connect_timeout: float = field(
+        default=5.0, metadata=_doc("Seconds to wait for a connection.", minimum=1)
+    )
+    prepared_statements: bool = field(
+        default=True,
+        metadata=_doc("Server-side prepared statements (false behind PgBouncer before 1.21)."),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MaildirConfig:
     path: str | None = field(
         default=None,
         metadata=_doc(
             "Maildir of each user; {user} is the login, {local} and {domain} its parts, "
-            "{home} the passwd-file's home field.",
-            required=True,
+            "{home} the passwd-file's home field. Required with [store] backend = maildir.",
             template=True,
         ),
     )
@@ -306,6 +357,10 @@ class LimitsConfig:
     tls_handshake_timeout: float = field(
         default=30.0, metadata=_doc("Seconds a TLS handshake may take.", minimum=1)
     )
+    proxy_header_timeout: float = field(
+        default=3.0,
+        metadata=_doc("Seconds a proxy has to send its PROXY header.", minimum=0.1),
+    )
     idle_timeout_transaction: float = field(
         default=600.0,
         metadata=_doc(
@@ -363,11 +418,13 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     maildir: MaildirConfig = field(default_factory=MaildirConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     oauth2: OAuth2Config | None = None  # OAUTHBEARER and XOAUTH2 need it
+    postgresql: PostgresConfig | None = None  # a backend = "postgresql" needs it
 
     @property
     def log_level(self) -> str:
@@ -423,7 +480,7 @@ def build_config(data: dict[str, Any], base: Path) -> Config:
         if sections.get(name) is not None:
             _check_required(name, sections[name])
     config = Config(**sections)
-    _check_template(config.maildir_template)
+    _check_backends(config)
     if (config.tls.cert is None) != (config.tls.key is None):
         raise ConfigError("[tls] needs both cert and key")
     if config.server.listen_tls and not config.tls_enabled:
@@ -434,6 +491,22 @@ def build_config(data: dict[str, Any], base: Path) -> Config:
         raise ConfigError("[lmtp] socket_mode: at most 0o777")
     _check_oauth2(config, "mechanisms" in data.get("auth", {}))
     return config
+
+
+def _check_backends(config: Config) -> None:
+    if config.store.backend == "maildir":
+        if config.maildir.path is None:
+            raise ConfigError("[maildir] path is required")
+        _check_template(config.maildir.path)
+    if config.auth.backend == "passwd-file" and config.auth.passwd_file is None:
+        raise ConfigError("[auth] passwd_file is required")
+    uses = [f"[{s}] backend" for s, b in (("store", config.store.backend),
+            ("auth", config.auth.backend)) if b == "postgresql"]  # fmt: skip
+    if uses and config.postgresql is None:
+        raise ConfigError(f"{uses[0]} = postgresql needs a [postgresql] section")
+    pg = config.postgresql
+    if pg is not None and pg.pool_min > pg.pool_max:
+        raise ConfigError("[postgresql] pool_min is more than pool_max")
 
 
 def _optional(hint: Any) -> Any:

@@ -20,8 +20,13 @@ T = TypeVar("T")
 ALICE = Principal("alice")
 
 
+# One event loop for every check of a run: a store may hold what is bound to a loop (a
+# PostgreSQL connection pool) from one check to the next.
+_runner = asyncio.Runner()
+
+
 def arun(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return _runner.run(coro)
 
 
 @dataclass

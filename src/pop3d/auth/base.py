@@ -16,6 +16,10 @@ class AuthUnavailable(Exception):
     """The user database cannot be consulted now (-ERR [SYS/TEMP]); the text is for the log."""
 
 
+class UserEditError(Exception):
+    """An edit of the users that cannot be made (the user exists, or does not)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UserEntry:
     name: str

@@ -14,8 +14,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .base import UserEditError
 
-class PasswdEditError(Exception):
+
+class PasswdEditError(UserEditError):
     pass
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..quota import quota_from_extra_fields
 from .base import AuthUnavailable, SchemeCensus, UserEntry
+from .passwd_edit import add_user, delete_user, set_password
 from .schemes import StoredPassword, UnknownScheme, hash_argon2id
 
 log = logging.getLogger("pop3d.auth")
@@ -40,8 +41,9 @@ def parse_passwd_line(line: str) -> UserEntry:
 
 
 class PasswdFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, new_file_group: int | None = None) -> None:
         self.path = path
+        self._new_file_group = new_file_group  # the group a file made by `add` gets
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._users: dict[str, UserEntry] = {}
@@ -70,6 +72,17 @@ class PasswdFile:
     def census(self) -> SchemeCensus:
         self._current()
         return self._census
+
+    # ---- editing (pop3d user add|passwd|delete): see passwd_edit ---------------------------
+
+    def add(self, name: str, password_field: str) -> None:
+        add_user(self.path, name, password_field, self._new_file_group)
+
+    def set_password(self, name: str, password_field: str) -> None:
+        set_password(self.path, name, password_field)
+
+    def delete(self, name: str) -> None:
+        delete_user(self.path, name)
 
     def check(self) -> int:
         """Load the file now (for start-up checks); the number of users."""

@@ -231,6 +231,12 @@ class StoredPassword:
         return SCHEMES[self.scheme](password, self.value)
 
     @property
+    def field(self) -> str:
+        """The `{SCHEME}value` that parses back to this (a digest says it is base64)."""
+        suffix = ".B64" if self.scheme in _DIGEST_SCHEMES else ""
+        return f"{{{self.scheme}{suffix}}}{self.value}"
+
+    @property
     def costly(self) -> bool:
         return self.scheme in COSTLY_SCHEMES
 

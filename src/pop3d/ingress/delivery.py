@@ -16,8 +16,7 @@ from ..auth.base import UserDatabase
 from ..config import Config
 from ..principal import Principal, is_safe_user_name
 from ..quota import Quota
-from ..store.base import StoreError
-from ..store.maildir import MaildirStore, deliver, usage
+from ..store.base import MailSink, QuotaExceeded, StoreError, StoreUnavailable
 
 log = logging.getLogger("pop3d.delivery")
 
@@ -75,10 +74,10 @@ class _Refused(Exception):
 
 
 class Deliverer:
-    def __init__(self, config: Config, users: UserDatabase, store: MaildirStore) -> None:
+    def __init__(self, config: Config, users: UserDatabase, sink: MailSink) -> None:
         self.config = config
         self.users = users
-        self.store = store
+        self.sink = sink
 
     def resolve(self, address: str) -> Recipient | None:
         """The user an address is for: the whole address, then without the +extension, then
@@ -109,11 +108,12 @@ class Deliverer:
         quota = recipient.quota
         if not (quota.storage or quota.messages):
             return None
-        octets, count = usage(self.store.path_for(recipient.principal))
-        if quota.exceeded(octets + incoming, count + 1):
-            tempfail = self.config.delivery.quota_full_tempfail
-            return Outcome.OVER_QUOTA_TEMPORARY if tempfail else Outcome.OVER_QUOTA
-        return None
+        octets, count = self.sink.usage(recipient.principal)
+        return self._over_quota() if quota.exceeded(octets + incoming, count + 1) else None
+
+    def _over_quota(self) -> Outcome:
+        tempfail = self.config.delivery.quota_full_tempfail
+        return Outcome.OVER_QUOTA_TEMPORARY if tempfail else Outcome.OVER_QUOTA
 
     def deliver(self, recipient: Recipient, chunks: Iterable[bytes]) -> Outcome:
         limit = self.config.delivery.max_message_size
@@ -126,15 +126,15 @@ class Deliverer:
                     raise _Refused(Outcome.TOO_BIG)
                 yield chunk
 
-        def check_quota(size: int) -> None:
-            refusal = self.over_quota(recipient, size)
-            if refusal:
-                raise _Refused(refusal)
-
         try:
-            name = deliver(self.store.path_for(recipient.principal), bounded(), check_quota)
+            name = self.sink.deliver(recipient.principal, bounded(), recipient.quota)
         except _Refused as refused:
             return refused.outcome
+        except QuotaExceeded:
+            return self._over_quota()
+        except StoreUnavailable as exc:
+            log.error("delivery to %s failed: %s", recipient.principal.name, exc)
+            return Outcome.TEMPORARY
         except StoreError as exc:
             log.error("cannot deliver to %s: %s", recipient.principal.name, exc)
             return Outcome.CANNOT_CREATE

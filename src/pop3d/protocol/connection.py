@@ -281,6 +281,12 @@ class Connection:
     def shutting_down(self) -> None:
         self._abort(err("Server shutting down.", RespCode.SYS_TEMP), CloseReason.SHUTDOWN)
 
+    def lock_lost(self) -> None:
+        self._abort(
+            err("The maildrop's lock was lost; nothing was deleted.", RespCode.SYS_TEMP),
+            CloseReason.LOCK_LOST,
+        )
+
     def kicked(self) -> None:
         self._abort(err("Disconnected by the administrator."), CloseReason.KICKED)
 

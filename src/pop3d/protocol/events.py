@@ -105,6 +105,7 @@ class CloseReason(StrEnum):
     SHUTDOWN = "server shutdown"
     INTERNAL_ERROR = "internal error"
     KICKED = "kicked"  # by an administrator (pop3d kick)
+    LOCK_LOST = "lock lost"  # the maildrop's lease was taken over
 
 
 @dataclass(frozen=True, slots=True)

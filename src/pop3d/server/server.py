@@ -14,20 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .. import backends
 from ..auth.authenticator import Authenticator
 from ..auth.base import AuthUnavailable, UserDatabase
 from ..auth.oauth2 import TokenVerifier
-from ..auth.passwd_file import PasswdFile
 from ..auth.sasl import MECHANISMS
 from ..auth.sasl.base import Exchange
 from ..auth.sasl.offer import choose
-from ..config import Config
+from ..config import Config, ConfigError
 from ..ingress.delivery import Deliverer
 from ..ingress.lmtp import start_lmtp
 from ..protocol.connection import SaslOffer, SessionPolicy, State
 from ..protocol.replies import RespCode, err
-from ..store.base import Mailstore
-from ..store.maildir import MaildirStore
+from ..store.base import MailSink, Mailstore
 from ..tls import server_context, trim_asyncio_tls_buffers
 from .deadlines import Deadlines
 from .listeners import Listeners, bind
@@ -70,10 +69,16 @@ class Pop3Server:
         self.auth_pool = ThreadPoolExecutor(config.auth.hash_threads, "pop3d-auth")
         self._custom_users = users is not None
         self._custom_store = store is not None
-        self.users: UserDatabase = users or PasswdFile(config.passwd_file)
+        self.db = backends.database(config)
+        self.users: UserDatabase = users or backends.user_database(config, self.db)
         self.tokens = TokenVerifier(config.oauth2) if config.oauth2 else None
         self.authenticator = Authenticator(self.users, self.auth_pool, self.tokens)
-        self.store: Mailstore = store or _maildir_store(config, self._io_pool)
+        self.store: Mailstore
+        self.sink: MailSink | None = None  # where LMTP delivers: the configured store
+        if store is None:
+            self.store = self.sink = backends.mail_store(config, self.db, self._io_pool)
+        else:
+            self.store = store
         self.tls_context: ssl.SSLContext | None = tls_context or _tls_context(config)
         self.penalty = LoginPenalty(config.auth)
         self.line_penalty = LoginPenalty(config.auth)  # for addresses that sent endless lines
@@ -117,6 +122,8 @@ class Pop3Server:
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        if self.db is not None:
+            await self.db.open()
         await self._read_census(starting=True)
         self._watcher = self.loop.create_task(self._watch_users())
         self._listeners = listeners or bind(self.config)
@@ -131,8 +138,8 @@ class Pop3Server:
         for sock in self._listeners.tls:
             self._accepting.append(self.loop.create_task(self._accept_tls(sock)))
         if self._listeners.lmtp:
-            if not isinstance(self.store, MaildirStore):
-                raise ValueError("[lmtp] delivers into Maildirs: it needs the Maildir store")
+            if self.sink is None:
+                raise ValueError("[lmtp] delivers into the configured store, not a given one")
             self._lmtp = await start_lmtp(
                 self._listeners.lmtp, self.deliverer, self.config, self._io_pool, self.metrics
             )
@@ -262,6 +269,8 @@ class Pop3Server:
             await self.tokens.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.db is not None:
+            await self.db.close()
         self._io_pool.shutdown(wait=False, cancel_futures=True)
         self.auth_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -280,12 +289,15 @@ class Pop3Server:
         failure leaves the running configuration untouched.
         """
         tls_context = _tls_context(config)
-        users = self.users
-        if not self._custom_users and config.passwd_file != self.config.passwd_file:
-            users = PasswdFile(config.passwd_file)
-        store = self.store
+        if (config.store, config.auth.backend, config.postgresql) != (
+            self.config.store, self.config.auth.backend, self.config.postgresql
+        ):  # fmt: skip
+            raise ConfigError("[store], [auth] backend and [postgresql] change at the next start")
+        users, store, sink = self.users, self.store, self.sink
+        if not self._custom_users and config.auth.passwd_file != self.config.auth.passwd_file:
+            users = backends.user_database(config, self.db)
         if not self._custom_store and config.maildir != self.config.maildir:
-            store = _maildir_store(config, self._io_pool)
+            store = sink = backends.mail_store(config, self.db, self._io_pool)
         if (config.server.listen, config.server.listen_tls) != (
             self.config.server.listen,
             self.config.server.listen_tls,
@@ -294,7 +306,8 @@ class Pop3Server:
         tokens = TokenVerifier(config.oauth2) if config.oauth2 else None  # secret re-read
         if self.tokens is not None:
             self.spawn(self.tokens.close(after=self.tokens.config.timeout))  # for those in use
-        self.tls_context, self.users, self.store, self.tokens = tls_context, users, store, tokens
+        self.tls_context, self.users, self.tokens = tls_context, users, tokens
+        self.store, self.sink = store, sink
         self.authenticator = Authenticator(users, self.auth_pool, tokens)
         self.penalty.settings = self.line_penalty.settings = config.auth
         self.config = config
@@ -349,8 +362,8 @@ class Pop3Server:
 
     def deliverer(self) -> Deliverer:
         """For LMTP: built per call, so a reload's users, quotas and paths apply at once."""
-        assert isinstance(self.store, MaildirStore)
-        return Deliverer(self.config, self.users, self.store)
+        assert self.sink is not None
+        return Deliverer(self.config, self.users, self.sink)
 
     @property
     def lmtp_addresses(self) -> list[Any]:
@@ -399,7 +412,3 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     if config.tls.cert is None or config.tls.key is None:
         return None
     return server_context(config.tls.cert, config.tls.key)
-
-
-def _maildir_store(config: Config, pool: ThreadPoolExecutor) -> MaildirStore:
-    return MaildirStore(config.maildir_template, pool, config.maildir.uidl_format)

@@ -451,6 +451,7 @@ class Pop3Session(asyncio.Protocol):
             await maildrop.close()
             return
         self._maildrop = maildrop
+        maildrop.on_lost(self._lock_lost)
         self._logged_in = True
         self.server.metrics.sessions_logged_in.inc()
         self._event(
@@ -644,6 +645,10 @@ class Pop3Session(asyncio.Protocol):
     def abort_for_shutdown(self) -> None:
         if self._core is not None:
             self.abort(self._core.shutting_down)
+
+    def _lock_lost(self) -> None:
+        if self._core is not None:
+            self.abort(self._core.lock_lost)
 
     def kick(self) -> None:
         """`pop3d kick`: end the session; its DELE marks are dropped as a lost link's are."""

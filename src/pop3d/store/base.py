@@ -4,16 +4,20 @@ A `Mailstore` opens a user's `Maildrop`, which holds the RFC 1939 exclusive lock
 closed and lists a snapshot of the messages taken at open. Messages are read as a stream of
 chunks. `expunge` is called only in the UPDATE state, after QUIT; closing without it changes
 nothing. Backends report trouble with the exceptions below, which the server maps to replies.
+
+A `MailSink` is the other side of a store: mail coming in (LMTP, `pop3d deliver`) and what
+quotas and the admin commands look at. Its methods block; they are called off the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..principal import Principal
 from ..protocol.maildrop import MessageInfo
+from ..quota import Quota
 
 
 class StoreError(Exception):
@@ -34,6 +38,15 @@ class StorePermanentError(StoreError):
 
 class MessageGone(StoreError):
     """The message was removed by someone else after the snapshot."""
+
+
+class LockLost(StoreUnavailable):
+    """The maildrop's lock was taken over by another session (a lease that expired):
+    nothing of this session may be committed."""
+
+
+class QuotaExceeded(StoreError):
+    """A message refused at delivery: the maildrop would be over its quota."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +84,46 @@ class Maildrop(Protocol):
         """Release the lock. Idempotent."""
         ...
 
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Have `callback` called if the lock is lost before close (a lease not renewed in
+        time): the session must end then, committing nothing. A kernel lock is never lost."""
+        ...
+
 
 class Mailstore(Protocol):
     async def open(self, principal: Principal) -> Maildrop:
         """Lock and list the principal's maildrop; raises MaildropLocked or another StoreError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStats:
+    messages: int
+    octets: int  # as POP3 reports them
+    oldest: float | None  # delivery times, seconds since the epoch
+    newest: float | None
+
+
+class MailSink(Protocol):
+    def where(self, principal: Principal) -> str:
+        """Where the principal's maildrop is, for people to read."""
+        ...
+
+    def create(self, principal: Principal, owner: tuple[int, int] | None = None) -> str:
+        """Make the principal's maildrop if it is missing (what root makes goes to `owner`,
+        uid and gid); `where` it is."""
+        ...
+
+    def deliver(self, principal: Principal, chunks: Iterable[bytes], quota: Quota) -> str:
+        """Store one message durably, or nothing; its name in the store. Raises
+        QuotaExceeded if it does not fit `quota` (checked as it is committed), whatever
+        iterating `chunks` raises, or another StoreError (or OSError)."""
+        ...
+
+    def usage(self, principal: Principal) -> tuple[int, int]:
+        """Octets stored and messages in the maildrop, as quotas count them."""
+        ...
+
+    def stats(self, principal: Principal) -> MailboxStats:
+        """A look at the maildrop without taking its lock (for `pop3d mailbox stats`)."""
         ...

@@ -35,11 +35,14 @@ from typing import TypeVar
 from ..principal import Principal, is_safe_user_name
 from ..protocol.dotstuff import WireSizeCounter, wire_size
 from ..protocol.maildrop import MessageInfo
+from ..quota import Quota
 from . import nowait
 from .base import (
     ExpungeResult,
+    MailboxStats,
     MaildropLocked,
     MessageGone,
+    QuotaExceeded,
     StorePermanentError,
     StoreUnavailable,
 )
@@ -176,6 +179,32 @@ class MaildirStore:
     def path_for(self, principal: Principal) -> Path:
         return Path(self._location(principal))
 
+    # ---- MailSink --------------------------------------------------------------------------
+
+    def where(self, principal: Principal) -> str:
+        return f"Maildir {self.path_for(principal)}"
+
+    def create(self, principal: Principal, owner: tuple[int, int] | None = None) -> str:
+        ensure_maildir(self.path_for(principal), owner)
+        return self.where(principal)
+
+    def deliver(self, principal: Principal, chunks: Iterable[bytes], quota: Quota) -> str:
+        path = self.path_for(principal)
+
+        def check_quota(size: int) -> None:
+            if quota.storage or quota.messages:
+                octets, count = usage(path)
+                if quota.exceeded(octets + size, count + 1):
+                    raise QuotaExceeded(f"{principal.name} is over quota")
+
+        return deliver(path, chunks, check_quota)
+
+    def usage(self, principal: Principal) -> tuple[int, int]:
+        return usage(self.path_for(principal))
+
+    def stats(self, principal: Principal) -> MailboxStats:
+        return maildir_stats(self.path_for(principal))
+
     def _location(self, principal: Principal) -> str:
         # A str, not a Path: parsing a Path on every login interns its parts for nothing.
         if not is_safe_user_name(principal.name):
@@ -306,15 +335,7 @@ def usage(path: Path) -> tuple[int, int]:
     return octets, count
 
 
-@dataclass(frozen=True, slots=True)
-class MaildirStats:
-    messages: int
-    octets: int  # as POP3 reports them
-    oldest: float | None  # delivery times, seconds since the epoch
-    newest: float | None
-
-
-def maildir_stats(path: Path) -> MaildirStats:
+def maildir_stats(path: Path) -> MailboxStats:
     """A look at a Maildir without taking the POP3 lock (an admin command, not a session)."""
     messages = _snapshot(path, None) if path.is_dir() else []
     times = []
@@ -326,7 +347,7 @@ def maildir_stats(path: Path) -> MaildirStats:
             with contextlib.suppress(OSError):
                 seconds = int(os.stat(path / ref.subdir / ref.name).st_mtime)
         times.append(seconds)
-    return MaildirStats(
+    return MailboxStats(
         len(messages), sum(m.size for m in messages), min(times, default=None),
         max(times, default=None),
     )  # fmt: skip
@@ -570,6 +591,9 @@ class MaildirMaildrop:
         lock, self._lock = self._lock, None
         if lock is not None:
             os.close(lock)  # releases the flock; cheap enough to do on the loop
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """A flock is never lost while its descriptor is open."""
 
 
 def _fsync_dir(path: Path) -> None:
