@@ -235,6 +235,12 @@ def _daemon(
         except (OSError, ValueError) as exc:
             raise CommandError(f"[tls] cannot load {config.tls.cert}: {exc}", 78) from None
     _choose_event_loop(config.server.event_loop)
+    if backends.uses_postgresql(config):
+        # Loaded while root can still read anything: the workers need it, and the account
+        # may not be able to read where Python keeps its modules.
+        from . import postgres  # noqa: F401, PLC0415
+        from .auth import postgresql  # noqa: F401, PLC0415
+        from .store import postgresql as _  # noqa: F401, PLC0415
     if serve_as is not None and is_root():
         drop_to(serve_as)
     supervisor = Supervisor(
@@ -276,19 +282,15 @@ def _deliver(args: argparse.Namespace) -> int:
         except (AccountError, OSError) as exc:
             print(f"pop3d deliver: {exc}", file=sys.stderr)
             return 75
-    try:
-        with backends.opened(config) as found:
-            deliverer = Deliverer(config, found.users, found.store)
-            recipient = deliverer.resolve(args.user)
-            if recipient is None:
-                outcome = Outcome.UNKNOWN_USER
-            else:
-                stdin = sys.stdin.buffer
-                message = without_from_line(iter(lambda: stdin.read(1 << 16), b""))
-                outcome = deliverer.deliver(recipient, message)
-    except AuthUnavailable as exc:
-        print(f"pop3d deliver: {exc}", file=sys.stderr)
-        return Outcome.TEMPORARY.exit_code
+    with backends.opened(config) as found:
+        deliverer = Deliverer(config, found.users, found.store)
+        recipient = deliverer.recipient(args.user)
+        if isinstance(recipient, Outcome):
+            outcome = recipient
+        else:
+            stdin = sys.stdin.buffer
+            message = without_from_line(iter(lambda: stdin.read(1 << 16), b""))
+            outcome = deliverer.deliver(recipient, message)
     if outcome is not Outcome.DELIVERED:
         print(f"pop3d deliver: {outcome.reply(args.user)}", file=sys.stderr)
     return outcome.exit_code

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from ..auth.base import UserDatabase
+from ..auth.base import AuthUnavailable, UserDatabase
 from ..config import Config
 from ..principal import Principal, is_safe_user_name
 from ..quota import Quota
@@ -103,12 +103,25 @@ class Deliverer:
             if base_local != local:
                 yield base_local
 
+    def recipient(self, address: str) -> Recipient | Outcome:
+        """The recipient, or why there is none: unknown, or the users cannot be read now."""
+        try:
+            recipient = self.resolve(address)
+        except AuthUnavailable as exc:
+            log.error("cannot look %s up: %s", address, exc)
+            return Outcome.TEMPORARY
+        return recipient if recipient is not None else Outcome.UNKNOWN_USER
+
     def over_quota(self, recipient: Recipient, incoming: int = 0) -> Outcome | None:
         """Whether `incoming` more octets would not fit; None when they do."""
         quota = recipient.quota
         if not (quota.storage or quota.messages):
             return None
-        octets, count = self.sink.usage(recipient.principal)
+        try:
+            octets, count = self.sink.usage(recipient.principal)
+        except (StoreError, OSError) as exc:
+            log.error("cannot count the mail of %s: %s", recipient.principal.name, exc)
+            return Outcome.TEMPORARY
         return self._over_quota() if quota.exceeded(octets + incoming, count + 1) else None
 
     def _over_quota(self) -> Outcome:

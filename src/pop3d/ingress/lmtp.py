@@ -67,9 +67,9 @@ class LmtpHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        recipient: Recipient | None = await self._blocking(self.deliverer.resolve, address)
-        if recipient is None:
-            return Outcome.UNKNOWN_USER.reply(address)
+        recipient: Recipient | Outcome = await self._blocking(self.deliverer.recipient, address)
+        if isinstance(recipient, Outcome):
+            return recipient.reply(address)
         refusal: Outcome | None = await self._blocking(self.deliverer.over_quota, recipient, 0)
         if refusal is not None:
             return refusal.reply(address)
@@ -93,9 +93,9 @@ class LmtpHandler:
 
     def _deliver(self, envelope: Envelope, address: str, content: bytes) -> Outcome:
         # Resolved again: a user removed since RCPT is unknown now, not delivered to.
-        recipient = self.deliverer.resolve(address)
-        if recipient is None:
-            return Outcome.UNKNOWN_USER
+        recipient = self.deliverer.recipient(address)
+        if isinstance(recipient, Outcome):
+            return recipient
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from  # <> bounces
         trace = f"Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n"
         return self.deliverer.deliver(

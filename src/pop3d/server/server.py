@@ -28,6 +28,7 @@ from ..protocol.connection import SaslOffer, SessionPolicy, State
 from ..protocol.replies import RespCode, err
 from ..store.base import MailSink, Mailstore
 from ..tls import server_context, trim_asyncio_tls_buffers
+from . import proxy
 from .deadlines import Deadlines
 from .listeners import Listeners, bind
 from .metrics import Metrics
@@ -184,6 +185,17 @@ class Pop3Server:
 
     async def _tls_handshake(self, conn: socket.socket, peer: Any) -> None:
         limits, context = self.config.limits, self.tls_context
+        proxied = None
+        if self.behind_proxy(peer[0]):
+            try:  # before the handshake: a proxy in TCP mode sends it ahead of the ClientHello
+                proxied = await asyncio.wait_for(
+                    self._proxy_header(conn), limits.proxy_header_timeout
+                )
+            except (proxy.ProxyHeaderError, TimeoutError, OSError) as exc:
+                why = str(exc) or "no PROXY header"
+                log.warning("peer=%s refused: %s", format_address(peer[0], peer[1]), why)
+                conn.close()
+                return
         if context is None or self.handshakes >= limits.max_tls_handshakes:
             log.warning(
                 "peer=%s refused: too many TLS handshakes in progress",
@@ -194,7 +206,7 @@ class Pop3Server:
         self.handshakes += 1
         try:
             await self.loop.connect_accepted_socket(
-                lambda: Pop3Session(self, implicit_tls=True),
+                lambda: Pop3Session(self, implicit_tls=True, proxied=proxied),
                 conn,
                 ssl=context,
                 ssl_handshake_timeout=limits.tls_handshake_timeout,
@@ -209,6 +221,34 @@ class Pop3Server:
             conn.close()
         finally:
             self.handshakes -= 1
+
+    async def _proxy_header(self, conn: socket.socket) -> proxy.Proxied:
+        """Read a PROXY header off `conn`, and not an octet more (the TLS layer takes the
+        socket next): what is peeked is taken only as far as the header goes."""
+        taken = b""
+        while True:
+            await self._readable(conn)
+            peeked = conn.recv(proxy.V2_MAX, socket.MSG_PEEK)
+            if not peeked:
+                raise proxy.ProxyHeaderError("closed before its PROXY header")
+            length = proxy.header_length(taken + peeked)
+            if length is not None:
+                taken += conn.recv(length - len(taken))
+                return proxy.parse(taken)
+            taken += conn.recv(len(peeked))  # all of it belongs to the header
+
+    async def _readable(self, conn: socket.socket) -> None:
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_reader(conn.fileno(), wake)
+        try:
+            await ready
+        finally:
+            self.loop.remove_reader(conn.fileno())
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -372,13 +412,18 @@ class Pop3Server:
     def mechanism(self, name: str) -> type[Exchange]:
         return MECHANISMS[name]
 
+    def behind_proxy(self, address: str) -> bool:
+        """Whether a connection from `address` must begin with a PROXY header."""
+        networks = self.config.server.proxy_networks
+        return bool(networks) and address_in(address, networks)
+
     def policy_for(self, session: Pop3Session) -> SessionPolicy:
         config = self.config
         cleartext = address_in(session.peer_ip, config.auth.cleartext_networks)
         if config.auth.apop:
             challenge = f"<{os.getpid()}.{secrets.token_hex(8)}@{self._hostname}>"
-            return self._policy(session.implicit_tls, cleartext, challenge)
-        key = (session.implicit_tls, cleartext)
+            return self._policy(session.secure_from_start, cleartext, challenge)
+        key = (session.secure_from_start, cleartext)
         policy = self._policies.get(key)
         if policy is None:
             policy = self._policies[key] = self._policy(*key, None)

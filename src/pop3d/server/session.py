@@ -55,7 +55,9 @@ from ..store.base import (
     StoreError,
     StorePermanentError,
 )
+from . import proxy
 from .net import format_address
+from .proxy import Proxied
 
 if TYPE_CHECKING:
     from .server import Pop3Server
@@ -84,6 +86,9 @@ class Pop3Session(asyncio.Protocol):
         "_login_started",
         "_loop",
         "_maildrop",
+        "_proxied",
+        "_proxy_header",
+        "_proxy_timer",
         "_reading_paused",
         "_task",
         "_timer_second",
@@ -101,12 +106,17 @@ class Pop3Session(asyncio.Protocol):
         "peer",
         "peer_ip",
         "principal",
+        "secure_from_start",
         "server",
     )
 
-    def __init__(self, server: Pop3Server, *, implicit_tls: bool) -> None:
+    def __init__(
+        self, server: Pop3Server, *, implicit_tls: bool, proxied: Proxied | None = None
+    ) -> None:
+        """`proxied`: the client a PROXY header named, read before the TLS handshake."""
         self.server = server
         self.implicit_tls = implicit_tls
+        self.secure_from_start = implicit_tls
         self.id = next(_ids)
         self.peer = "?"
         self.peer_ip = ""
@@ -135,6 +145,9 @@ class Pop3Session(asyncio.Protocol):
         self._connected_at = 0.0
         self._last_activity = 0.0
         self._timer_second = 0  # where the session is filed in the server's deadlines
+        self._proxied = proxied
+        self._proxy_header: bytearray | None = None  # collecting one from a proxy
+        self._proxy_timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -147,6 +160,56 @@ class Pop3Session(asyncio.Protocol):
             self.peer_ip = str(peer[0])
             self.peer = format_address(self.peer_ip, peer[1])
         self._connected_at = self._last_activity = self._loop.time()
+        if self._proxied is not None:
+            self._stand_for(self._proxied)
+        elif self.server.behind_proxy(self.peer_ip):
+            # Nothing is said to a proxy's connection before its PROXY header names the
+            # client: what the client is allowed depends on who it is.
+            self._proxy_header = bytearray()
+            timeout = self.server.config.limits.proxy_header_timeout
+            self._proxy_timer = self._loop.call_later(timeout, self._no_proxy, "no PROXY header")
+            return
+        self._accept()
+
+    def _stand_for(self, proxied: Proxied) -> None:
+        """The client the proxy's header names is the peer from now on."""
+        self.peer_ip = proxied.address
+        self.peer = format_address(proxied.address, proxied.port)
+        self.secure_from_start = self.implicit_tls or proxied.tls
+
+    def _proxy_data(self, data: bytes) -> None:
+        header = self._proxy_header
+        assert header is not None
+        header += data
+        try:
+            length = proxy.header_length(bytes(header))
+            if length is None:
+                return
+            proxied = proxy.parse(bytes(header[:length]))
+        except proxy.ProxyHeaderError as exc:
+            self._no_proxy(str(exc))
+            return
+        rest = bytes(header[length:])
+        self._proxy_header = None
+        assert self._proxy_timer is not None
+        self._proxy_timer.cancel()
+        self._stand_for(proxied)
+        self._accept()
+        if rest:
+            self.data_received(rest)
+
+    def _no_proxy(self, why: str) -> None:
+        if self._proxy_header is None or self._closed:
+            return
+        self._proxy_header = None
+        self._closed = self._finished = True
+        self._event(logging.WARNING, "refused:", why=why)
+        assert self._transport is not None
+        self._transport.close()
+
+    def _accept(self) -> None:
+        transport = self._transport
+        assert transport is not None
         refusal = self.server.admit(self)
         if refusal is not None:
             self._closed = self._finished = True
@@ -156,12 +219,12 @@ class Pop3Session(asyncio.Protocol):
             return
         self._admitted = True
         listener = self.listener
-        tls = "implicit" if self.implicit_tls else None
+        tls = "implicit" if self.implicit_tls else "proxy" if self.secure_from_start else None
         self._event(logging.INFO, "connect", listener=listener, tls=tls)
         metrics = self.server.metrics
         metrics.connections.labels(listener, "true" if self.implicit_tls else "false").inc()
         metrics.connections_open.inc()
-        self._tls = self.implicit_tls  # implicit TLS: the handshake is done when we get here
+        self._tls = self.secure_from_start  # the handshake is done when we get here
         # Room for a few chunks of a large RETR before the stream waits for the client.
         transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._core = Connection(self.server.policy_for(self))
@@ -185,6 +248,9 @@ class Pop3Session(asyncio.Protocol):
             self._transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_header is not None:
+            self._proxy_data(data)
+            return
         if self._core is None or self._closed:
             return
         self._last_activity = self._loop.time()
@@ -194,6 +260,9 @@ class Pop3Session(asyncio.Protocol):
             self._pump()
 
     def eof_received(self) -> bool:
+        if self._proxy_header is not None:
+            self._no_proxy("closed before its PROXY header")
+            return False
         if self._core is not None and not self._closed:
             self._core.receive_eof()
             if not self._held:

@@ -362,7 +362,9 @@ class PostgresMaildrop:
         async def delete(conn: psycopg.AsyncConnection[Any]) -> int:
             owned = await conn.execute(_OWNED, (self.mailbox, self.holder, self.generation))
             if await owned.fetchone() is None:
-                raise LockLost(f"the lease of mailbox {self.name} was taken over: nothing deleted")
+                raise LockLost(
+                    f"the lease of mailbox {self.name} was lost to another session: nothing deleted"
+                )
             cur = await conn.execute(
                 "DELETE FROM pop3d_messages WHERE mailbox = %s AND uid = ANY(%s) RETURNING uid",
                 (self.mailbox, uids),
@@ -380,12 +382,14 @@ class PostgresMaildrop:
             return
         self._closed = True
         self._renewing.cancel()
-        try:
-            await self._db.run(
-                lambda conn: conn.execute(_RELEASE, (self.mailbox, self.holder, self.generation))
-            )
-        except DatabaseUnavailable as exc:  # it expires by itself
-            log.warning("cannot release the lease of mailbox %s: %s", self.name, exc)
+        release = (self.mailbox, self.holder, self.generation)
+        for attempt in (1, 2):  # again on a fresh connection: the pool drops a dead one
+            try:
+                await self._db.run(lambda conn: conn.execute(_RELEASE, release))
+                return
+            except DatabaseUnavailable as exc:
+                if attempt == 2:  # it expires by itself
+                    log.warning("cannot release the lease of mailbox %s: %s", self.name, exc)
 
     async def _renew(self) -> None:
         """Every third of the lease's life; if it is gone, or cannot be renewed before it
