@@ -21,6 +21,7 @@ transport under test.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -43,6 +44,7 @@ from pop3d.cli import create_data_dir
 from pop3d.config import build_config
 from pop3d.testing import ServerThread
 from tests.clients.corpus import CORPUS, expected_crlf, expected_lf, to_lf
+from tests.conftest import not_here
 from tests.integration.conftest import (
     ALICE_PASSWORD,
     TlsFiles,
@@ -51,6 +53,8 @@ from tests.integration.conftest import (
     tls_files,
     tls_server,
 )
+from tests.peers.haproxy import PROXY_ADDRESS, Frontends, haproxy
+from tests.peers.haproxy import available as haproxy_available
 from tests.peers.idp import AUDIENCE, IdentityProvider, identity_provider
 
 __all__ = ["server", "tls_files", "tls_server"]  # fixtures, re-exported for this directory
@@ -78,6 +82,7 @@ class SessionLog(logging.Handler):
 @dataclass
 class Session:
     id: int
+    peer: str
     events: list[str] = field(default_factory=list)
 
     @property
@@ -126,15 +131,18 @@ class Target:
     password: str = ALICE_PASSWORD
     database: str | None = None  # one of DATABASES: the client is left on its auth defaults
     token: str | None = None  # an OAuth 2.0 access token for `user` (database "oauth2")
+    front: Frontends | None = None  # HAProxy's ports, before two nodes (database "haproxy")
 
     host = "127.0.0.1"
 
     @property
     def default_auth(self) -> bool:
-        return self.database is not None
+        return self.database in DATABASES
 
     @property
     def port(self) -> int:
+        if self.front is not None:
+            return self.front.tls if self.transport == "tls" else self.front.plain
         return self.server.tls_port if self.transport == "tls" else self.server.port
 
     @property
@@ -174,10 +182,10 @@ class Target:
     def sessions(self) -> list[Session]:
         by_id: dict[int, Session] = {}
         for line in self.log.lines:
-            m = re.match(r"session=(\d+) peer=\S+ (.*)$", line)
+            m = re.match(r"session=(\d+) peer=(\S+) (.*)$", line)
             if m:
                 sid = int(m.group(1))
-                by_id.setdefault(sid, Session(sid)).events.append(m.group(2))
+                by_id.setdefault(sid, Session(sid, m.group(2))).events.append(m.group(3))
         return list(by_id.values())
 
     def assert_sessions(self, *, deleted: int | None = None) -> list[Session]:
@@ -195,6 +203,8 @@ class Target:
         assert logged_in, f"no session logged in: {self.log.lines}"
         for s in logged_in:
             assert s.login == self.user, s.events
+            if self.front is not None:  # the client HAProxy's header named, not HAProxy
+                assert s.peer.startswith("127.0.0.1:"), s.peer
             got = "tls" if s.implicit_tls else "stls" if s.starttls else "plain"
             assert got == self.transport, f"session {s.id} used {got}: {s.events}"
         if deleted is not None:
@@ -233,9 +243,11 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     assert transport in TRANSPORTS, transport
     user, password = "alice", ALICE_PASSWORD
     tls: TlsFiles | None
-    token = None
+    token = front = None
     if database == "oauth2":
         srv, tls, token = oauth2_server(tmp_path / "db", request)
+    elif database == "haproxy":
+        srv, tls, front = haproxy_nodes(tmp_path / "db", request)
     elif database is not None:
         srv, tls, user, password = database_server(database, tmp_path / "db", request)
     elif transport == "plain":
@@ -256,13 +268,46 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     try:
         yield Target(
             srv, transport, tls, workdir, handler, message_files(srv, user), user, password,
-            database, token,
+            database, token, front,
         )  # fmt: skip
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-        if database is not None:
+        if database is not None and database != "haproxy":
             srv.stop()
+
+
+def through_haproxy(transports: Sequence[str] = TRANSPORTS) -> list[ParameterSet]:
+    """`target` parameters for HAProxy (mode tcp, send-proxy-v2) before two nodes."""
+    return [pytest.param((t, "haproxy"), id=f"{t}-haproxy") for t in transports]
+
+
+def haproxy_nodes(
+    root: Path, request: pytest.FixtureRequest
+) -> tuple[ServerThread, TlsFiles, Frontends]:
+    """Two nodes on the same Maildirs, each taking PROXY headers from HAProxy, and HAProxy
+    before them; the first node (for the Maildirs and the log, which both share)."""
+    reason = haproxy_available()
+    if reason:
+        not_here(reason)
+    tls = request.getfixturevalue("tls_files")
+    config = {
+        "server": {
+            "listen": ["127.0.0.1:0"],
+            "listen_tls": ["127.0.0.1:0"],
+            "proxy_networks": [f"{PROXY_ADDRESS}/32"],
+            "event_loop": os.environ.get("POP3D_TEST_EVENT_LOOP", "auto"),
+        },
+        "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+    }
+    users = {"alice": ALICE_PASSWORD, "bob": "bobpw"}
+    nodes = [ServerThread.in_directory(root, users=users, config=config).start() for _ in "ab"]
+    for node in nodes:
+        request.addfinalizer(node.stop)
+    stack = contextlib.ExitStack()
+    request.addfinalizer(stack.close)
+    front = stack.enter_context(haproxy(root, [n.port for n in nodes], [n.tls_port for n in nodes]))
+    return nodes[0], tls, front
 
 
 def oauth2_server(root: Path, request: pytest.FixtureRequest) -> tuple[ServerThread, TlsFiles, str]:

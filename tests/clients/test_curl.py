@@ -15,6 +15,7 @@ from tests.clients.conftest import (
     assert_mailbox,
     expected_sizes,
     on_defaults,
+    through_haproxy,
 )
 from tests.clients.corpus import CORPUS, expected_crlf
 from tests.conftest import require_program
@@ -74,4 +75,10 @@ def test_curl_delete(target: Target) -> None:
 @pytest.mark.parametrize("target", on_defaults(), indirect=True)
 def test_curl_on_its_defaults(target: Target) -> None:
     assert_mailbox(fetch_all(target, delete=False), f"curl over {target.transport}")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(), indirect=True)
+def test_curl_through_haproxy(target: Target) -> None:
+    assert_mailbox(fetch_all(target, delete=False), f"curl through HAProxy, {target.transport}")
     target.assert_unchanged()

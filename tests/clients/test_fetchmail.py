@@ -13,7 +13,14 @@ import ssl
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, on_defaults, read_dir
+from tests.clients.conftest import (
+    TRANSPORTS,
+    Target,
+    assert_mailbox,
+    on_defaults,
+    read_dir,
+    through_haproxy,
+)
 from tests.conftest import require_program
 
 # fetchmail reads a body line into a buffer of MSGBUFSIZE (8192) octets: a longer line is cut
@@ -95,4 +102,10 @@ def test_fetchmail_delete(target: Target) -> None:
 @pytest.mark.parametrize("target", on_defaults(), indirect=True)
 def test_fetchmail_on_its_defaults(target: Target) -> None:
     assert_mailbox(fetchmail(target, keep=True), f"fetchmail over {target.transport}")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(), indirect=True)
+def test_fetchmail_through_haproxy(target: Target) -> None:
+    assert_mailbox(fetchmail(target, keep=True), f"fetchmail through HAProxy, {target.transport}")
     target.assert_unchanged()

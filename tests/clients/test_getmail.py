@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clients.conftest import Target, assert_mailbox, on_defaults, read_dir
+from tests.clients.conftest import Target, assert_mailbox, on_defaults, read_dir, through_haproxy
 from tests.conftest import require_program
 
 GETMAIL_RETURN_PATH = b"Return-Path: <unknown>\n"
@@ -82,4 +82,10 @@ def test_getmail_delete(target: Target) -> None:
 def test_getmail_on_its_defaults(target: Target) -> None:
     # getmail's POP3 retrievers log in with USER/PASS (APOP only when told to): its defaults.
     assert_mailbox(getmail(target, delete=False), f"getmail over {target.transport}")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(("plain", "tls")), indirect=True)
+def test_getmail_through_haproxy(target: Target) -> None:
+    assert_mailbox(getmail(target, delete=False), f"getmail through HAProxy, {target.transport}")
     target.assert_unchanged()

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clients.conftest import TRANSPORTS, Target, assert_mailbox, on_defaults, read_dir
+from tests.clients.conftest import (
+    TRANSPORTS,
+    Target,
+    assert_mailbox,
+    on_defaults,
+    read_dir,
+    through_haproxy,
+)
 from tests.conftest import require_program
 
 
@@ -92,3 +99,9 @@ def test_mpop_on_a_plain_link_to_crypt_hashes_says_why_it_stops(target: Target) 
     assert b"cannot use a secure authentication method" in result.stderr, result.stderr
     assert [s for s in target.sessions() if s.login] == []
     assert not any("mechanism=SCRAM" in line for line in target.log.lines)
+
+
+@pytest.mark.parametrize("target", through_haproxy(), indirect=True)
+def test_mpop_through_haproxy(target: Target) -> None:
+    assert_mailbox(mpop(target, keep=True), f"mpop through HAProxy over {target.transport}")
+    target.assert_unchanged()

@@ -28,6 +28,7 @@ from tests.clients.conftest import (
     expected_sizes,
     on_defaults,
     read_dir,
+    through_haproxy,
 )
 from tests.clients.corpus import CORPUS
 from tests.conftest import not_here, require_program
@@ -158,4 +159,17 @@ def test_mail_pop3client_on_its_defaults(target: Target) -> None:
     require_perl_module("Mail::POP3Client")
     got = run_perl(target, MAIL_POP3CLIENT, delete=False)
     assert_mailbox(got, f"Mail::POP3Client (AUTH_MODE BEST) over {target.transport}")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(), indirect=True)
+def test_net_pop3_through_haproxy(target: Target) -> None:
+    assert_mailbox(run_perl(target, NET_POP3, delete=False), "Net::POP3 through HAProxy")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(("plain", "tls")), indirect=True)
+def test_mail_pop3client_through_haproxy(target: Target) -> None:
+    require_perl_module("Mail::POP3Client")
+    assert_mailbox(run_perl(target, MAIL_POP3CLIENT, delete=False), "Mail::POP3Client, HAProxy")
     target.assert_unchanged()

@@ -12,6 +12,7 @@ from tests.clients.conftest import (
     assert_mailbox,
     expected_sizes,
     on_defaults,
+    through_haproxy,
 )
 from tests.clients.corpus import CORPUS
 
@@ -94,4 +95,10 @@ def test_poplib_on_its_defaults(target: Target) -> None:
     # poplib has no SASL and never picks a method itself: user() and pass_() are its way in
     # (apop() only with an APOP greeting, which none of these servers sends).
     assert_mailbox(fetch_all(target, delete=False), f"poplib over {target.transport}")
+    target.assert_unchanged()
+
+
+@pytest.mark.parametrize("target", through_haproxy(), indirect=True)
+def test_poplib_through_haproxy(target: Target) -> None:
+    assert_mailbox(fetch_all(target, delete=False), f"poplib through HAProxy, {target.transport}")
     target.assert_unchanged()

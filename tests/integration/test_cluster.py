@@ -26,7 +26,11 @@ from pop3d.postgres import database_in_thread
 from pop3d.principal import Principal
 from pop3d.quota import Quota
 from pop3d.store.postgresql import PostgresStore
+from tests.conftest import not_here
 from tests.integration.conftest import LineClient, ServerProcess, write_config
+from tests.peers.haproxy import PROXY_ADDRESS, haproxy
+from tests.peers.haproxy import available as haproxy_available
+from tests.peers.postgres import pgbouncer
 
 LEASE_TTL = 3
 USERS = [f"user{i}" for i in range(10)]
@@ -54,14 +58,16 @@ def node_config(
 
 @dataclass
 class Cluster:
-    dsn: str
+    dsn: str  # what the nodes connect to: PostgreSQL, or PgBouncer in front of it
     root: Path
     mail: PostgresStore  # to put mail in and look, as LMTP on another node would
     nodes: list[ServerProcess] = field(default_factory=list)
+    postgresql: dict[str, object] = field(default_factory=dict)  # more [postgresql] keys
 
     def node(self, extra: str = "", server: str = "", **postgresql: object) -> ServerProcess:
         root = self.root / f"node{len(self.nodes)}"
-        config = node_config(root, self.dsn, extra, server, **postgresql)
+        settings = {**self.postgresql, **postgresql}
+        config = node_config(root, self.dsn, extra, server, **settings)
         node = ServerProcess(config)
         self.nodes.append(node)
         return node
@@ -84,7 +90,13 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_dsn: str) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_dsn: str, postgresql_cluster: Any
+) -> Iterator[Cluster]:
+    """The database ready and ten users in it; nodes are started by the test. With the
+    parameter "pgbouncer", the nodes go through PgBouncer in transaction pooling mode (no
+    prepared statements, no startup options: statement_timeout = 0)."""
+    via = getattr(request, "param", "direct")
     config = node_config(tmp_path / "admin", pg_dsn)
     init = pop3d("db", "init", "--config", str(config))
     assert init.returncode == 0, init.stderr
@@ -96,8 +108,15 @@ def cluster(tmp_path: Path, pg_dsn: str) -> Iterator[Cluster]:
         added = pop3d("user", "add", "--config", str(config), user, "--scheme", "SCRAM-SHA-256",
                       "--password-stdin", stdin=f"{user}-pw\n".encode())  # fmt: skip
         assert added.returncode == 0, added.stderr
-    with database_in_thread(PostgresConfig(dsn=pg_dsn, lease_ttl=LEASE_TTL)) as db:
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(
+            database_in_thread(PostgresConfig(dsn=pg_dsn, lease_ttl=LEASE_TTL))
+        )
         found = Cluster(pg_dsn, tmp_path, PostgresStore(db, LEASE_TTL))
+        if via == "pgbouncer":
+            port = stack.enter_context(pgbouncer(postgresql_cluster))
+            found.dsn = re.sub(r"port=\d+", f"port={port}", pg_dsn)
+            found.postgresql = {"prepared_statements": False, "statement_timeout": 0}
         try:
             yield found
         finally:
@@ -112,6 +131,10 @@ def login(port: int, user: str) -> tuple[LineClient, bytes]:
     return client, client.command(f"PASS {user}-pw")
 
 
+BOTH = pytest.mark.parametrize("cluster", ["direct", "pgbouncer"], indirect=True)
+
+
+@BOTH
 def test_two_nodes_one_lock(cluster: Cluster) -> None:
     cluster.deliver("user0", 3)
     a, b = cluster.node(), cluster.node()
@@ -132,6 +155,7 @@ def test_two_nodes_one_lock(cluster: Cluster) -> None:
     second.command("QUIT")
 
 
+@BOTH
 def test_a_killed_node_frees_its_users_within_lease_ttl(cluster: Cluster) -> None:
     cluster.deliver("user0", 3)
     a, b = cluster.node(), cluster.node()
@@ -154,6 +178,7 @@ def test_a_killed_node_frees_its_users_within_lease_ttl(cluster: Cluster) -> Non
     session.command("QUIT")
 
 
+@BOTH
 def test_a_frozen_node_whose_lease_was_taken_over_deletes_nothing(cluster: Cluster) -> None:
     cluster.deliver("user0", 3)
     a, b = cluster.node(), cluster.node()
@@ -335,3 +360,28 @@ def test_stress_two_nodes_twenty_clients_ten_users(cluster: Cluster) -> None:
         spans.sort(key=lambda s: s.start)
         for before, after in itertools.pairwise(spans):
             assert after.start >= before.end, f"{user} held twice at once"
+
+
+@BOTH
+def test_two_nodes_behind_haproxy(cluster: Cluster, tmp_path: Path) -> None:
+    """HAProxy (mode tcp, send-proxy-v2, round robin) before two nodes: the lock holds
+    whichever node a client lands on, and each node logs the client, not the proxy."""
+    reason = haproxy_available()
+    if reason:
+        not_here(reason)
+    cluster.deliver("user0", 2)
+    proxy = f'proxy_networks = ["{PROXY_ADDRESS}/32"]\n'
+    a, b = cluster.node(server=proxy), cluster.node(server=proxy)
+    with haproxy(tmp_path, [a.port, b.port]) as front:
+        first, reply = login(front.plain, "user0")
+        assert reply == b"+OK Logged in, 2 messages (44 octets).\r\n"
+        for _ in range(4):  # round robin: both nodes are asked
+            assert login(front.plain, "user0")[1].startswith(b"-ERR [IN-USE]")
+        first.command("QUIT")
+        session, reply = login(front.plain, "user0")
+        assert reply.startswith(b"+OK Logged in, 2 messages")
+        session.command("QUIT")
+    for node in (a, b):
+        log = "".join(node.log)
+        assert re.search(r"session=\d+ peer=127\.0\.0\.1:\d+ login", log), log
+        assert f"peer={PROXY_ADDRESS}" not in log

@@ -1,10 +1,14 @@
-"""Other programs run for real beside pop3d: Dovecot, Postfix."""
+"""Other programs run for real beside pop3d: Dovecot, Postfix, PostgreSQL, HAProxy."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -21,3 +25,25 @@ def unavailable(program: str, package: str) -> str | None:
     if os.geteuid() != 0:
         return f"{program} needs root to start"
     return None
+
+
+@contextmanager
+def running(
+    proc: subprocess.Popen[bytes], ready: Callable[[], object], timeout: float
+) -> Iterator[None]:
+    """Wait until `ready()` stops raising (the daemon `proc` serves), then stop it on exit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ready()
+            break
+        except (OSError, subprocess.CalledProcessError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                raise RuntimeError(f"{proc.args!r} did not start: {out}") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -13,13 +13,12 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import free_port
+from . import free_port, running
 
 ROLE = "pop3d"
 
@@ -114,7 +113,7 @@ def pgbouncer(pg: Cluster) -> Iterator[int]:
     config = pg.root / f"pgbouncer-{port}.ini"
     config.write_text(
         "[databases]\n"
-        f"* = host=127.0.0.1 port={pg.port}\n"
+        f"* = host=127.0.0.1 port={pg.port} user={ROLE}\n"
         "[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         "auth_type = any\npool_mode = transaction\nmax_client_conn = 500\n"
@@ -123,19 +122,9 @@ def pgbouncer(pg: Cluster) -> Iterator[int]:
     )
     if pg.user is not None:
         shutil.chown(config, pg.user)
-    proc = subprocess.Popen([program, str(config)], user=pg.user)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            _run([str(pg.bin / "psql"), "-X", "-At", "-d", pg.dsn("postgres", port), "-c",
-                  "SELECT 1"], None)  # fmt: skip
-            break
-        except subprocess.CalledProcessError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise
-            time.sleep(0.1)
-    try:
+    proc = subprocess.Popen(
+        [program, str(config)], user=pg.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    probe = [str(pg.bin / "psql"), "-X", "-At", "-d", pg.dsn("postgres", port), "-c", "SELECT 1"]
+    with running(proc, lambda: _run(probe, None), 30):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
