@@ -28,6 +28,15 @@ def uses_postgresql(config: Config) -> bool:
     return "postgresql" in (config.store.backend, config.auth.backend)
 
 
+def load_before_dropping_root(config: Config) -> None:
+    """Import psycopg and our PostgreSQL modules now, if the config uses them, while root
+    can read anything: the account given up to may not read where Python keeps them."""
+    if uses_postgresql(config):
+        from . import postgres  # noqa: F401, PLC0415
+        from .auth import postgresql  # noqa: F401, PLC0415
+        from .store import postgresql as _  # noqa: F401, PLC0415
+
+
 def user_database(config: Config, db: Database | None, new_file_group: int | None = None) -> Users:
     """`new_file_group`: the group a passwd-file made by an edit gets."""
     if config.auth.backend == "postgresql":

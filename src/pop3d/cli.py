@@ -235,12 +235,7 @@ def _daemon(
         except (OSError, ValueError) as exc:
             raise CommandError(f"[tls] cannot load {config.tls.cert}: {exc}", 78) from None
     _choose_event_loop(config.server.event_loop)
-    if backends.uses_postgresql(config):
-        # Loaded while root can still read anything: the workers need it, and the account
-        # may not be able to read where Python keeps its modules.
-        from . import postgres  # noqa: F401, PLC0415
-        from .auth import postgresql  # noqa: F401, PLC0415
-        from .store import postgresql as _  # noqa: F401, PLC0415
+    backends.load_before_dropping_root(config)  # the workers need it
     if serve_as is not None and is_root():
         drop_to(serve_as)
     supervisor = Supervisor(
@@ -277,6 +272,7 @@ def _deliver(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="pop3d deliver: %(message)s")
     if is_root() and config.server.user:
         # As the server's account: every Maildir, message and lock made is then its own.
+        backends.load_before_dropping_root(config)
         try:
             drop_to(account(config.server.user, config.server.group))
         except (AccountError, OSError) as exc:

@@ -89,7 +89,11 @@ class DatabaseUnavailable(Exception):
 class Database:
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
-        kwargs: dict[str, Any] = {"connect_timeout": int(config.connect_timeout)}
+        # Autocommit: a single statement is its own transaction, one round trip with no
+        # BEGIN or COMMIT; `run` opens a transaction only where one is needed.
+        kwargs: dict[str, Any] = {
+            "connect_timeout": int(config.connect_timeout), "autocommit": True,
+        }
         if not config.prepared_statements:
             kwargs["prepare_threshold"] = None
         if config.statement_timeout:
@@ -114,21 +118,27 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
 
-    def connection(self) -> Any:
-        """`async with db.connection() as conn:` one connection of the pool."""
-        return self.pool.connection()
-
-    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """`work(conn)` in a transaction of its own; DatabaseUnavailable when it cannot."""
+    async def run(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *,
+        transaction: bool = True,
+    ) -> T:
+        """`work(conn)` in a transaction of its own, or (`transaction=False`, for work that is
+        one statement) in that statement's own; DatabaseUnavailable when it cannot."""
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                return await work(conn)
+            async with self.pool.connection() as conn:
+                if not transaction:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
 
-    def run_blocking(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    def run_blocking(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *,
+        transaction: bool = True,
+    ) -> T:
         """`run(work)` from a thread that is not the pool's loop, waiting for it."""
-        return self.wait(self.run(work))
+        return self.wait(self.run(work, transaction=transaction))
 
     def wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` on the pool's loop from another thread, and wait for it."""

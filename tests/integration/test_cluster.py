@@ -225,8 +225,12 @@ def test_database_down_at_login_and_for_lmtp(cluster: Cluster, postgresql_cluste
         lmtp = smtplib.LMTP("127.0.0.1", node.ports["LMTP"], timeout=20)
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
             lmtp.sendmail("s@example.net", ["user2"], b"Subject: x\r\n\r\ny\r\n")
-        assert refused.value.recipients["user2"][0] == 451
+        code, text = refused.value.recipients["user2"]
+        assert (code, text[:5]) == (451, b"4.3.0")
         lmtp.close()
+        deliver = pop3d("deliver", "--config", str(node.config), "user2",
+                        stdin=b"Subject: x\n\ny\n")  # fmt: skip
+        assert deliver.returncode == 75  # EX_TEMPFAIL: the MTA keeps it and retries
     finally:
         postgresql_cluster.sql(f"ALTER DATABASE {dbname.group(1)} WITH ALLOW_CONNECTIONS true")
     deadline = time.monotonic() + 20

@@ -71,6 +71,11 @@ class Cluster:
     def drop_database(self, name: str) -> None:
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's: every backend is its child."""
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         subprocess.run(
             [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
@@ -79,7 +84,8 @@ class Cluster:
 
 
 @contextmanager
-def cluster() -> Iterator[Cluster]:
+def cluster(durable: bool = False) -> Iterator[Cluster]:
+    """A new PostgreSQL; unless `durable`, without fsync (tests need no crash safety)."""
     bin_dir = binaries()
     assert bin_dir is not None, "PostgreSQL is not installed (Debian package postgresql)"
     user = _account()
@@ -91,10 +97,9 @@ def cluster() -> Iterator[Cluster]:
     data = root / "data"
     _run([str(bin_dir / "initdb"), "-D", str(data), "-U", ROLE, "-A", "trust", "-E", "UTF8",
           "--no-sync"], user)  # fmt: skip
-    options = (
-        f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB"
-    )
+    options = f"-p {port} -h 127.0.0.1 -k {root} -c max_connections=300 -c shared_buffers=128MB"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
           "-w", "start"], user, timeout=60)  # fmt: skip
     found = Cluster(root, port, user, bin_dir)

@@ -64,7 +64,7 @@ class PostgresUsers:
             row = await cur.fetchone()
             return _entry(row) if row else None
 
-        entry = self._blocking(find)
+        entry = self._blocking(find, transaction=False)
         with self._lock:
             self._answers[name] = (time.monotonic(), entry)
             self._answers.move_to_end(name)
@@ -81,11 +81,8 @@ class PostgresUsers:
 
     def timing_dummy(self) -> StoredPassword:
         if self._dummy is None:
-            counts = self.census().counts
-            scheme = counts[0][0] if counts else "ARGON2ID"
-            if scheme not in ("ARGON2ID", "SCRAM-SHA-256", "SHA512-CRYPT", "BLF-CRYPT"):
-                scheme = "ARGON2ID"
-            self._dummy = StoredPassword.parse(hash_password(scheme, os.urandom(16).hex().encode()))
+            self.census()  # makes it
+        assert self._dummy is not None
         return self._dummy
 
     def census(self) -> SchemeCensus:
@@ -99,6 +96,13 @@ class PostgresUsers:
 
         census = self._blocking(count)
         self._census = (time.monotonic(), census)
+        if self._dummy is None:
+            # Made here, off the event loop (the server reads the census on a thread), and
+            # before the first login, so that `recent` answers from the start.
+            scheme = census.counts[0][0] if census.counts else "ARGON2ID"
+            if scheme not in ("ARGON2ID", "SCRAM-SHA-256", "SHA512-CRYPT", "BLF-CRYPT"):
+                scheme = "ARGON2ID"
+            self._dummy = StoredPassword.parse(hash_password(scheme, os.urandom(16).hex().encode()))
         return census
 
     def users(self) -> list[UserEntry]:
@@ -163,8 +167,11 @@ class PostgresUsers:
         if self._blocking(remove) == 0:
             raise UserEditError(f"no user {name}")
 
-    def _blocking(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    def _blocking(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *,
+        transaction: bool = True,
+    ) -> T:
         try:
-            return self.db.run_blocking(work)
+            return self.db.run_blocking(work, transaction=transaction)
         except DatabaseUnavailable as exc:
             raise AuthUnavailable(f"the user database is unavailable: {exc}") from exc

@@ -27,8 +27,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 
@@ -54,21 +53,27 @@ T = TypeVar("T")
 READ_CHUNKS = 4  # chunks read per query of a large message: 1 MiB
 READ_AHEAD = 512 * 1024  # octets of the small messages after the one asked for, read with it
 
-_TAKE_LEASE = """
-INSERT INTO pop3d_leases (mailbox, holder, generation, expires)
-SELECT id, %(holder)s, 1, now() + %(ttl)s * interval '1 second'
-  FROM pop3d_mailboxes WHERE name = %(name)s
-ON CONFLICT (mailbox) DO UPDATE
-   SET holder = EXCLUDED.holder, generation = pop3d_leases.generation + 1,
-       expires = EXCLUDED.expires
- WHERE pop3d_leases.holder IS NULL OR pop3d_leases.expires < now()
-RETURNING mailbox, generation,
-          (SELECT uidvalidity FROM pop3d_mailboxes WHERE id = pop3d_leases.mailbox)
+# The lease and the login snapshot in one statement: the listing is read in the same
+# snapshot, and a login costs one round trip and one commit.
+_TAKE_LEASE_AND_LIST = """
+WITH lease AS (
+  INSERT INTO pop3d_leases (mailbox, holder, generation, expires)
+  SELECT id, %(holder)s, 1, now() + %(ttl)s * interval '1 second'
+    FROM pop3d_mailboxes WHERE name = %(name)s
+  ON CONFLICT (mailbox) DO UPDATE
+     SET holder = EXCLUDED.holder, generation = pop3d_leases.generation + 1,
+         expires = EXCLUDED.expires
+   WHERE pop3d_leases.holder IS NULL OR pop3d_leases.expires < now()
+  RETURNING mailbox, generation,
+            (SELECT uidvalidity FROM pop3d_mailboxes WHERE id = pop3d_leases.mailbox)
+)
+SELECT m.uid, m.size, m.stored, m.uidl, lease.mailbox, lease.generation, lease.uidvalidity
+  FROM lease LEFT JOIN pop3d_messages m ON m.mailbox = lease.mailbox
+ ORDER BY m.uid
 """
 _NEW_MAILBOX = """
 INSERT INTO pop3d_mailboxes (name, uidvalidity) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING
 """
-_LISTING = "SELECT uid, size, stored, uidl FROM pop3d_messages WHERE mailbox = %s ORDER BY uid"
 _RENEW = """
 UPDATE pop3d_leases SET expires = now() + %s * interval '1 second'
  WHERE mailbox = %s AND holder = %s AND generation = %s
@@ -82,8 +87,7 @@ UPDATE pop3d_leases SET holder = NULL, expires = now()
 """
 
 
-@dataclass(frozen=True, slots=True)
-class PgRef:
+class PgRef(NamedTuple):  # a tuple: made for every message at every login
     uid: int
     stored: int  # octets in pop3d_chunks
 
@@ -115,29 +119,29 @@ class PostgresStore:
         holder = f"{self.node}:{next(self._sessions)}"
         params = {"name": principal.name, "holder": holder, "ttl": self.lease_ttl}
 
-        async def take(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
-            cur = await conn.execute(_TAKE_LEASE, params)
-            lease = await cur.fetchone()
-            if lease is None:  # no such mailbox yet, or held: make it, and see which
-                await conn.execute(_NEW_MAILBOX, (principal.name, new_uidvalidity()))
-                cur = await conn.execute(_TAKE_LEASE, params)
-                lease = await cur.fetchone()
-                if lease is None:
-                    return None
-            mailbox, generation, uidvalidity = lease
-            cur = await conn.execute(_LISTING, (mailbox,))
-            return mailbox, generation, uidvalidity, await cur.fetchall()
+        async def take(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(_TAKE_LEASE_AND_LIST, params)
+            return await cur.fetchall()
+
+        async def create_and_take(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            await conn.execute(_NEW_MAILBOX, (principal.name, new_uidvalidity()))
+            return await take(conn)
 
         try:
-            taken = await self.db.run(take)
+            rows = await self.db.run(take, transaction=False)
+            if not rows:  # no such mailbox yet, or held: make it, and see which
+                rows = await self.db.run(create_and_take)
         except DatabaseUnavailable as exc:
             raise StoreUnavailable(f"cannot open the maildrop of {principal.name}: {exc}") from exc
-        if taken is None:
+        if not rows:
             raise MaildropLocked(f"the maildrop of {principal.name} is leased to another session")
-        mailbox, generation, uidvalidity, rows = taken
+        mailbox, generation, uidvalidity = rows[0][4:]
         messages = tuple(
-            MessageInfo(uidl or uidl_for(uid, uidvalidity), size, PgRef(uid, stored))
-            for uid, size, stored, uidl in rows
+            [
+                MessageInfo(uidl or uidl_for(uid, uidvalidity), size, PgRef(uid, stored))
+                for uid, size, stored, uidl, _mailbox, _generation, _uidvalidity in rows
+                if uid is not None  # an empty mailbox: its lease and no message
+            ]
         )
         return PostgresMaildrop(
             self, name=principal.name, mailbox=mailbox, holder=holder, generation=generation,
@@ -308,6 +312,7 @@ class PostgresMaildrop:
                 "SELECT uid, data FROM pop3d_chunks WHERE mailbox = %s AND uid = ANY(%s) "
                 "AND seq = 0",
                 (self.mailbox, [r.uid for r in wanted]),
+                binary=True,
             ),
         )
         by_uid = dict(found)
@@ -337,6 +342,7 @@ class PostgresMaildrop:
                 "SELECT data FROM pop3d_chunks WHERE mailbox = %s AND uid = %s "
                 "AND seq >= %s AND seq < %s ORDER BY seq",
                 (self.mailbox, ref.uid, start, start + READ_CHUNKS),
+                binary=True,
             ),
         )
         if not rows and start == 0:
@@ -344,12 +350,15 @@ class PostgresMaildrop:
         return b"".join(bytes(row[0]) for row in rows)
 
     async def _query(self, execute: Callable[[Any], Any]) -> list[Any]:
+        """Rows of a read; chunks are asked for in binary (text sends an octet as two hex
+        digits)."""
+
         async def run(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
             cur = await execute(conn)
             return list(await cur.fetchall())
 
         try:
-            return await self._db.run(run)
+            return await self._db.run(run, transaction=False)
         except DatabaseUnavailable as exc:
             raise StoreUnavailable(f"cannot read mailbox {self.name}: {exc}") from exc
 
@@ -385,7 +394,9 @@ class PostgresMaildrop:
         release = (self.mailbox, self.holder, self.generation)
         for attempt in (1, 2):  # again on a fresh connection: the pool drops a dead one
             try:
-                await self._db.run(lambda conn: conn.execute(_RELEASE, release))
+                await self._db.run(
+                    lambda conn: conn.execute(_RELEASE, release), transaction=False
+                )
                 return
             except DatabaseUnavailable as exc:
                 if attempt == 2:  # it expires by itself
@@ -399,7 +410,7 @@ class PostgresMaildrop:
         while True:
             await asyncio.sleep(ttl / 3 if time.monotonic() - renewed < ttl / 3 else 1.0)
             try:
-                held = await self._db.run(self._renew_once)
+                held = await self._db.run(self._renew_once, transaction=False)
             except DatabaseUnavailable as exc:
                 if time.monotonic() - renewed < ttl:
                     log.warning("cannot renew the lease of mailbox %s: %s", self.name, exc)
@@ -408,7 +419,9 @@ class PostgresMaildrop:
             if held:
                 renewed = time.monotonic()
                 continue
-            log.error("the lease of mailbox %s is lost: its session ends", self.name)
+            log.error(
+                "the lease of mailbox %s was lost: its session ends, nothing deleted", self.name
+            )
             for callback in self._lost:
                 with contextlib.suppress(Exception):
                     callback()
