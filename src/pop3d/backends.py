@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, TypeAlias
 from .auth.passwd_file import PasswdFile
 from .config import Config
 from .store.maildir import MaildirStore
+from .store.mbox import MboxStore
 
 if TYPE_CHECKING:
     from .auth.postgresql import PostgresUsers
     from .postgres import Database
     from .store.postgresql import PostgresStore
 
-Store: TypeAlias = "MaildirStore | PostgresStore"  # Mailstore and MailSink both
+Store: TypeAlias = "MaildirStore | MboxStore | PostgresStore"  # Mailstore and MailSink both
 Users: TypeAlias = "PasswdFile | PostgresUsers"  # UserDatabase, and editable
 
 
@@ -54,6 +55,9 @@ def mail_store(config: Config, db: Database | None, executor: Executor | None = 
         assert db is not None, "a [postgresql] section is checked at load"
         assert config.postgresql is not None
         return PostgresStore(db, config.postgresql.lease_ttl)
+    if config.store.backend == "mbox":
+        assert config.mbox.path is not None, "checked at load"
+        return MboxStore(config.mbox.path, executor, config.mbox.format)
     return MaildirStore(config.maildir_template, executor, config.maildir.uidl_format)
 
 

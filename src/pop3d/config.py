@@ -225,7 +225,8 @@ class StoreConfig:
     backend: str = field(
         default="maildir",
         metadata=_doc(
-            "Where mail lives: maildir or postgresql.", choices=("maildir", "postgresql")
+            "Where mail lives: maildir, mbox or postgresql.",
+            choices=("maildir", "mbox", "postgresql"),
         ),
     )
 
@@ -276,6 +277,25 @@ class MaildirConfig:
         metadata=_doc(
             "UIDLs: unique (pop3d's own), dovecot or courier (keep what those served).",
             choices=tuple(UIDL_READERS),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MboxConfig:
+    path: str | None = field(
+        default=None,
+        metadata=_doc(
+            "mbox of each user (placeholders as for [maildir] path), e.g. /var/mail/{user}. "
+            "Required with [store] backend = mbox.",
+            template=True,
+        ),
+    )
+    format: str = field(
+        default="mboxo",
+        metadata=_doc(
+            "How From lines in bodies are quoted: mboxo (Postfix, Exim) or mboxrd.",
+            choices=("mboxo", "mboxrd"),
         ),
     )
 
@@ -420,6 +440,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     maildir: MaildirConfig = field(default_factory=MaildirConfig)
+    mbox: MboxConfig = field(default_factory=MboxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -498,6 +519,10 @@ def _check_backends(config: Config) -> None:
         if config.maildir.path is None:
             raise ConfigError("[maildir] path is required")
         _check_template(config.maildir.path)
+    if config.store.backend == "mbox":
+        if config.mbox.path is None:
+            raise ConfigError("[mbox] path is required")
+        _check_template(config.mbox.path, "mbox")
     if config.auth.backend == "passwd-file" and config.auth.passwd_file is None:
         raise ConfigError("[auth] passwd_file is required")
     uses = [f"[{s}] backend" for s, b in (("store", config.store.backend),
@@ -615,14 +640,14 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _check_template(template: str) -> None:
+def _check_template(template: str, section: str = "maildir") -> None:
     try:
         names = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
     except ValueError as exc:
-        raise ConfigError(f"[maildir] path: {exc}") from None
+        raise ConfigError(f"[{section}] path: {exc}") from None
     unknown = names - TEMPLATE_FIELDS
     if unknown:
         raise ConfigError(
-            f"[maildir] path: unknown placeholder {{{sorted(unknown)[0]}}}; "
+            f"[{section}] path: unknown placeholder {{{sorted(unknown)[0]}}}; "
             f"use {', '.join('{' + n + '}' for n in sorted(TEMPLATE_FIELDS))}"
         )

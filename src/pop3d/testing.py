@@ -21,8 +21,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from .backends import mail_store
 from .config import Config, build_config
 from .principal import Principal
+from .quota import Quota
 from .server import Pop3Server
 from .store.maildir import MaildirStore, deliver
 
@@ -96,7 +98,10 @@ class ServerThread:
         return MaildirStore(self.config.maildir_template).path_for(Principal(user))
 
     def deliver(self, user: str, message: bytes) -> str:
-        return deliver(self.maildir(user), [message])
+        """Into the user's Maildir (its file name), or the store the config names."""
+        if self.config.store.backend == "maildir":
+            return deliver(self.maildir(user), [message])
+        return mail_store(self.config, None).deliver(Principal(user), [message], Quota())
 
     def start(self) -> ServerThread:
         started: Future[None] = Future()

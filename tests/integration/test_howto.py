@@ -22,15 +22,20 @@ def howto_server(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield server
 
 
-def test_howto_step_by_step(howto_server: ServerThread) -> None:
+def replay_howto(port: int) -> None:
+    """The how-to's session, command by command, each reply exactly as it shows it."""
     t = load("howto.txt")
-    client = LineClient(howto_server.port)
+    client = LineClient(port)
     (_, greeting), *steps = t.steps
     assert client.read_line() == greeting
     for line, reply in steps:
         client.send(line)
         assert client.read_exactly(len(reply)) == reply, line
     assert client.read_until_closed() == b""
+
+
+def test_howto_step_by_step(howto_server: ServerThread) -> None:
+    replay_howto(howto_server.port)
     md = howto_server.maildir(USER)
     assert list((md / "new").iterdir()) == []
 

@@ -160,18 +160,23 @@ class StoreContract:
         arun(check())
 
     def test_large_message_streams_in_chunks(self, backend: Backend) -> None:
-        body = b"Subject: big\n\n" + b"0123456789abcdef" * (1 << 16) * 3  # 3 MiB
-        backend.add(ALICE, body)
+        streams_in_chunks(backend, b"Subject: big\n\n" + b"0123456789abcdef" * (1 << 16) * 3)
 
-        async def check() -> None:
-            drop = await backend.store.open(ALICE)
-            reader = await drop.open_message(drop.messages[0])
-            sizes = []
-            while chunk := await reader.read():
-                sizes.append(len(chunk))
-            await reader.close()
-            await drop.close()
-            assert sum(sizes) == len(body)
-            assert max(sizes) <= 1 << 20
 
-        arun(check())
+def streams_in_chunks(backend: Backend, body: bytes) -> None:
+    """`body` delivered, then read back whole in pieces of at most 1 MiB."""
+    backend.add(ALICE, body)
+
+    async def check() -> list[int]:
+        drop = await backend.store.open(ALICE)
+        reader = await drop.open_message(drop.messages[0])
+        sizes = []
+        while chunk := await reader.read():
+            sizes.append(len(chunk))
+        await reader.close()
+        await drop.close()
+        return sizes
+
+    sizes = arun(check())
+    assert sum(sizes) == len(body)
+    assert max(sizes) <= 1 << 20

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..atomic import replace_file
 from .base import UserEditError
 
 
@@ -43,25 +44,8 @@ def editing(path: Path, new_group: int | None = None) -> Iterator[list[str]]:
             owner = (os.geteuid(), new_group if new_group is not None else os.getegid())
         yield lines
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            os.fchmod(fd, mode)  # not narrowed by the umask
-            if owner != (os.geteuid(), os.getegid()):
-                os.fchown(fd, *owner)  # root editing a file of the server's group
-            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write("".join(line + "\n" for line in lines))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        text = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+        replace_file(path, tmp, mode, owner, lambda f: f.write(text))
 
 
 def find(lines: list[str], user: str) -> int | None:

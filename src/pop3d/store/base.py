@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..principal import Principal
+from ..principal import Principal, is_safe_user_name
 from ..protocol.maildrop import MessageInfo
 from ..quota import Quota
 
@@ -127,3 +127,18 @@ class MailSink(Protocol):
     def stats(self, principal: Principal) -> MailboxStats:
         """A look at the maildrop without taking its lock (for `pop3d mailbox stats`)."""
         ...
+
+
+def mail_path(template: str, principal: Principal) -> str:
+    """`template` ([maildir] or [mbox] path) filled in for `principal`, or
+    StorePermanentError when the name cannot safely be part of a path."""
+    if not is_safe_user_name(principal.name):
+        raise StorePermanentError(f"user name {principal.name!r} is not safe in a path")
+    local, domain = principal.local_part, principal.domain
+    if domain and not is_safe_user_name(domain):
+        raise StorePermanentError(f"domain of {principal.name!r} is not safe in a path")
+    if "{home}" in template and not principal.home:
+        raise StorePermanentError(f"user {principal.name!r} has no home directory")
+    return template.format(
+        user=principal.name, local=local, domain=domain, home=principal.home or ""
+    )

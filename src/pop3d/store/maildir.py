@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ..principal import Principal, is_safe_user_name
+from ..principal import Principal
 from ..protocol.dotstuff import WireSizeCounter, wire_size
 from ..protocol.maildrop import MessageInfo
 from ..quota import Quota
@@ -45,6 +45,7 @@ from .base import (
     QuotaExceeded,
     StorePermanentError,
     StoreUnavailable,
+    mail_path,
 )
 from .legacy_uidl import READERS, Reader
 
@@ -207,16 +208,7 @@ class MaildirStore:
 
     def _location(self, principal: Principal) -> str:
         # A str, not a Path: parsing a Path on every login interns its parts for nothing.
-        if not is_safe_user_name(principal.name):
-            raise StorePermanentError(f"user name {principal.name!r} is not safe in a path")
-        local, domain = principal.local_part, principal.domain
-        if domain and not is_safe_user_name(domain):
-            raise StorePermanentError(f"domain of {principal.name!r} is not safe in a path")
-        if "{home}" in self.template and not principal.home:
-            raise StorePermanentError(f"user {principal.name!r} has no home directory")
-        return self.template.format(
-            user=principal.name, local=local, domain=domain, home=principal.home or ""
-        )
+        return mail_path(self.template, principal)
 
     async def open(self, principal: Principal) -> MaildirMaildrop:
         path = self._location(principal)

@@ -435,26 +435,36 @@ class PostgresMaildrop:
 
 
 class PostgresMessageReader:
-    """Chunks of one message: the first was read when it was opened."""
+    """Chunks of one message: the first was read when it was opened. While one piece is
+    sent, the next is already being read (one piece ahead: memory stays bounded)."""
 
     def __init__(self, drop: PostgresMaildrop, ref: PgRef, first: bytes, next_seq: int) -> None:
         self._drop = drop
         self._ref = ref
         self._pending: bytes | None = first
         self._next = next_seq
+        self._ahead: asyncio.Task[bytes] | None = None
 
     async def read(self) -> bytes:
         if self._pending is not None:
             chunk, self._pending = self._pending, None
-            return chunk
-        if self._next >= self._ref.chunks:
+        elif self._ahead is not None:
+            chunk, self._ahead = await self._ahead, None
+        else:
             return b""
-        data = await self._drop._chunks(self._ref, self._next)
-        self._next += READ_CHUNKS
-        return data
+        if self._next < self._ref.chunks:
+            self._ahead = asyncio.get_running_loop().create_task(
+                self._drop._chunks(self._ref, self._next)
+            )
+            self._next += READ_CHUNKS
+        return chunk
 
     async def close(self) -> None:
-        pass
+        if self._ahead is not None:
+            self._ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable, MessageGone):
+                await self._ahead
+            self._ahead = None
 
 
 def content_digest(data: bytes) -> str:
