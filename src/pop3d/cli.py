@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     deliver_cmd = commands.add_parser(
         "deliver",
         help="deliver one message from standard input (for an MTA)",
-        description="Deliver the message on standard input to USER's Maildir, as a local "
+        description="Deliver the message on standard input to USER's mailbox (the store "
+        "[store] backend names), as a local "
         "delivery agent for Postfix (mailbox_command), Exim (pipe transport) or procmail. "
         "Exit status: 0 delivered, 67 unknown user, 73 cannot store (too big, mailbox full, "
         "not writable), 75 temporary failure (the MTA retries), 78 bad configuration.",
