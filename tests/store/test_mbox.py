@@ -249,3 +249,12 @@ def test_kill_9_during_the_rewrite_leaves_the_old_or_the_new_mbox(tmp_path: Path
     assert outcomes  # each run left a whole mbox
     with open(path, "rb") as f:  # and no lock is left behind
         fcntl.lockf(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+
+def test_delivery_after_a_message_with_no_empty_line_after_it(store: MboxStore) -> None:
+    path = store.path_for(ALICE)
+    path.write_bytes(b"From a Mon Dec  7 10:00:00 2026\nSubject: a\n\nno newline at the end")
+    store.deliver(ALICE, [b"Subject: b\n\nbody b\n"], Quota())
+    assert [body for _, body in listing(store)] == [
+        b"Subject: a\n\nno newline at the end\n", b"Subject: b\n\nbody b\n"
+    ]  # fmt: skip

@@ -341,7 +341,13 @@ class MboxStore:
         stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime()).encode()
         text = b"From MAILER-DAEMON " + stamp + b"\n"
         text += b"".join(quote(line, self.format) for line in lines) + b"\n"
-        with open(path, "ab") as f, delivery_locks(path, f):
+        with open(path, "a+b") as f, delivery_locks(path, f):
+            # A From line starts a message only after an empty line: make sure there is one.
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - 2))
+            tail = f.read(2)
+            if end and tail != b"\n\n":
+                text = (b"\n" if tail.endswith(b"\n") else b"\n\n") + text
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
