@@ -53,24 +53,21 @@ T = TypeVar("T")
 READ_CHUNKS = 4  # chunks read per query of a large message: 1 MiB
 READ_AHEAD = 512 * 1024  # octets of the small messages after the one asked for, read with it
 
-# The lease and the login snapshot in one statement: the listing is read in the same
-# snapshot, and a login costs one round trip and one commit.
-_TAKE_LEASE_AND_LIST = """
-WITH lease AS (
-  INSERT INTO pop3d_leases (mailbox, holder, generation, expires)
-  SELECT id, %(holder)s, 1, now() + %(ttl)s * interval '1 second'
-    FROM pop3d_mailboxes WHERE name = %(name)s
-  ON CONFLICT (mailbox) DO UPDATE
-     SET holder = EXCLUDED.holder, generation = pop3d_leases.generation + 1,
-         expires = EXCLUDED.expires
-   WHERE pop3d_leases.holder IS NULL OR pop3d_leases.expires < now()
-  RETURNING mailbox, generation,
-            (SELECT uidvalidity FROM pop3d_mailboxes WHERE id = pop3d_leases.mailbox)
-)
-SELECT m.uid, m.size, m.stored, m.uidl, lease.mailbox, lease.generation, lease.uidvalidity
-  FROM lease LEFT JOIN pop3d_messages m ON m.mailbox = lease.mailbox
- ORDER BY m.uid
+_TAKE_LEASE = """
+INSERT INTO pop3d_leases (mailbox, holder, generation, expires)
+SELECT id, %(holder)s, 1, now() + %(ttl)s * interval '1 second'
+  FROM pop3d_mailboxes WHERE name = %(name)s
+ON CONFLICT (mailbox) DO UPDATE
+   SET holder = EXCLUDED.holder, generation = pop3d_leases.generation + 1,
+       expires = EXCLUDED.expires
+ WHERE pop3d_leases.holder IS NULL OR pop3d_leases.expires < now()
+RETURNING mailbox, generation,
+          (SELECT uidvalidity FROM pop3d_mailboxes WHERE id = pop3d_leases.mailbox)
 """
+# Read after the lease is held, in a statement of its own: a snapshot taken before (in the
+# same statement) could predate the deletions of a holder whose lease expired while its QUIT
+# was committing, and list messages that are gone.
+_LISTING = "SELECT uid, size, stored, uidl FROM pop3d_messages WHERE mailbox = %s ORDER BY uid"
 _NEW_MAILBOX = """
 INSERT INTO pop3d_mailboxes (name, uidvalidity) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING
 """
@@ -119,28 +116,40 @@ class PostgresStore:
         holder = f"{self.node}:{next(self._sessions)}"
         params = {"name": principal.name, "holder": holder, "ttl": self.lease_ttl}
 
-        async def take(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(_TAKE_LEASE_AND_LIST, params)
-            return await cur.fetchall()
+        async def take(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+            cur = await conn.execute(_TAKE_LEASE, params)
+            return await cur.fetchone()
 
-        async def create_and_take(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+        async def create_and_take(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
             await conn.execute(_NEW_MAILBOX, (principal.name, new_uidvalidity()))
             return await take(conn)
 
+        async def listing(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(_LISTING, (mailbox,))
+            return await cur.fetchall()
+
         try:
-            rows = await self.db.run(take, transaction=False)
-            if not rows:  # no such mailbox yet, or held: make it, and see which
-                rows = await self.db.run(create_and_take)
+            lease = await self.db.run(take, transaction=False)
+            if lease is None:  # no such mailbox yet, or held: make it, and see which
+                lease = await self.db.run(create_and_take)
         except DatabaseUnavailable as exc:
             raise StoreUnavailable(f"cannot open the maildrop of {principal.name}: {exc}") from exc
-        if not rows:
+        if lease is None:
             raise MaildropLocked(f"the maildrop of {principal.name} is leased to another session")
-        mailbox, generation, uidvalidity = rows[0][4:]
+        mailbox, generation, uidvalidity = lease
+        try:
+            rows = await self.db.run(listing, transaction=False)
+        except DatabaseUnavailable as exc:
+            with contextlib.suppress(DatabaseUnavailable):  # else it expires by itself
+                await self.db.run(
+                    lambda conn: conn.execute(_RELEASE, (mailbox, holder, generation)),
+                    transaction=False,
+                )
+            raise StoreUnavailable(f"cannot list the maildrop of {principal.name}: {exc}") from exc
         messages = tuple(
             [
                 MessageInfo(uidl or uidl_for(uid, uidvalidity), size, PgRef(uid, stored))
-                for uid, size, stored, uidl, _mailbox, _generation, _uidvalidity in rows
-                if uid is not None  # an empty mailbox: its lease and no message
+                for uid, size, stored, uidl in rows
             ]
         )
         return PostgresMaildrop(
